@@ -1,0 +1,802 @@
+//! The kingpin's state machine: supervision of every worker slot, the
+//! handshake on every link, and routing of messages between links.
+
+use crate::config::KingpinConfig;
+use crate::error::{CloseReason, SendError};
+use crate::fd::FdHandle;
+use crate::frame::{Decoder, OutBuf, Transmit};
+use crate::time::Instant;
+use crate::wire::{
+    self, Deliver, Hello, Kind, Message, Reject, Send, Settings, Source, Target, Welcome,
+};
+use alloc::collections::{BTreeMap, VecDeque};
+use alloc::format;
+use alloc::string::{String, ToString};
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use bytes::Bytes;
+use slab::Slab;
+
+/// Identifies one link (one worker process's socket) for its whole life.
+///
+/// Ids are generation-tagged: an id whose link is gone never finds a newer
+/// link, so a late event for a dead worker is ignored rather than misrouted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct LinkId(u64);
+
+impl LinkId {
+    /// The id as a number (for the runtime's own tables, e.g. a mio `Token`).
+    pub const fn as_u64(self) -> u64 {
+        self.0
+    }
+
+    /// Rebuilds an id from [`LinkId::as_u64`].
+    pub const fn from_u64(raw: u64) -> LinkId {
+        LinkId(raw)
+    }
+
+    fn index(self) -> usize {
+        (self.0 & 0xffff_ffff) as usize
+    }
+
+    fn generation(self) -> u32 {
+        (self.0 >> 32) as u32
+    }
+}
+
+/// How a worker process ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExitStatus {
+    /// It exited with this code.
+    Code(i32),
+    /// It was killed by this signal.
+    Signal(i32),
+}
+
+/// A worker as the application sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WorkerInfo {
+    /// Unique for the kingpin's lifetime; a revived slot gets a new id.
+    pub id: u64,
+    /// The link to it.
+    pub link: LinkId,
+    /// Its role.
+    pub role: Arc<str>,
+    /// Its slot within the role.
+    pub slot: u32,
+    /// Its process id, once spawned (0 before).
+    pub pid: u32,
+}
+
+/// Where a worker is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Spawn requested; no pid yet.
+    Spawning,
+    /// Process started; waiting for its [`Hello`].
+    Handshaking,
+    /// Handshake done; messages flow.
+    Up,
+    /// Link closed; waiting for the process to be reaped.
+    Closing,
+}
+
+/// A request to start one worker process.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Spawn {
+    /// The link to create (one end for us, one for the child).
+    pub link: LinkId,
+    /// The worker's id.
+    pub worker: u64,
+    /// The role to start.
+    pub role: Arc<str>,
+    /// The slot within the role.
+    pub slot: u32,
+}
+
+/// Something the kingpin's application should know.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A worker process was started.
+    WorkerSpawned(WorkerInfo),
+    /// A worker completed its handshake.
+    WorkerUp(WorkerInfo),
+    /// A worker's link closed for a reason other than a clean exit.
+    LinkClosed(WorkerInfo, CloseReason),
+    /// A worker process ended; its slot is being revived.
+    WorkerExited(WorkerInfo, ExitStatus),
+    /// A worker sent a message to the kingpin.
+    Message {
+        /// The sender.
+        from: WorkerInfo,
+        /// Namespace.
+        ns: String,
+        /// Name.
+        name: String,
+        /// Application payload.
+        payload: Bytes,
+        /// fds that came with it; the application owns them now.
+        fds: Vec<FdHandle>,
+    },
+    /// A worker's message could not be routed and was dropped.
+    Undeliverable {
+        /// The sender.
+        from: WorkerInfo,
+        /// Where it wanted to go.
+        to: Target,
+        /// Why it could not.
+        error: SendError,
+    },
+}
+
+/// What the kingpin asks of its runtime.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Output {
+    /// Create a socketpair and start a worker process on it, then report with
+    /// [`Kingpin::handle_spawned`] or [`Kingpin::handle_spawn_failed`].
+    Spawn(Spawn),
+    /// Kill this process (SIGKILL); its exit comes back through
+    /// [`Kingpin::handle_exited`].
+    Kill {
+        /// The process.
+        pid: u32,
+        /// Its link.
+        link: LinkId,
+    },
+    /// The link has bytes to write: drain [`Kingpin::poll_transmit`].
+    Transmit(LinkId),
+    /// Close the link's socket. Before closing, the runtime may write what
+    /// [`Kingpin::poll_transmit`] still offers, without blocking (a farewell
+    /// such as a [`Reject`]).
+    CloseLink(LinkId),
+    /// Close the runtime's copy of this fd: the message it rode with is gone.
+    ReleaseFd(FdHandle),
+    /// Tell the application.
+    Event(Event),
+}
+
+struct Link {
+    generation: u32,
+    info: WorkerInfo,
+    role: usize,
+    phase: Phase,
+    dec: Decoder,
+    out: OutBuf,
+    /// Frames for a worker that has not finished its handshake.
+    early: OutBuf,
+    deadline: Option<Instant>,
+}
+
+struct Slot {
+    link: Option<LinkId>,
+    respawn_at: Option<Instant>,
+}
+
+struct Role {
+    name: Arc<str>,
+    slots: Vec<Slot>,
+    next_any: usize,
+}
+
+/// The kingpin-side protocol state machine (one per kingpin process).
+///
+/// Methods come in four kinds, as in quinn-proto:
+/// - getters ([`Kingpin::workers`], [`Kingpin::poll_timeout`]);
+/// - `handle_*`: inputs from the runtime (bytes read, a link down, a child
+///   spawned or exited, a timer);
+/// - mutators from the application ([`Kingpin::send`]);
+/// - `poll_*`: outputs ([`Kingpin::poll_output`], [`Kingpin::poll_transmit`]).
+///
+/// After any `handle_*` or mutator call the runtime drains `poll_output`
+/// until it returns `None`, writes each link named by [`Output::Transmit`]
+/// until `poll_transmit` is empty or the socket would block, and sleeps until
+/// a link is readable or writable, a child exits, or `poll_timeout` passes.
+/// Any interleaving of calls is valid; a timeout handled early does nothing.
+///
+/// ```
+/// use mob_proto::{Kingpin, KingpinConfig, Output, Instant};
+///
+/// let mut k = Kingpin::new(KingpinConfig::new("app").role("back", 2));
+/// let mut spawns = Vec::new();
+/// while let Some(out) = k.poll_output() {
+///     if let Output::Spawn(s) = out { spawns.push(s) }
+/// }
+/// assert_eq!(spawns.len(), 2);
+/// k.handle_spawned(spawns[0].link, 4242, Instant::ZERO);
+/// ```
+pub struct Kingpin {
+    config: KingpinConfig,
+    roles: Vec<Role>,
+    links: Slab<Link>,
+    next_generation: u32,
+    next_worker: u64,
+    pids: BTreeMap<u32, LinkId>,
+    outputs: VecDeque<Output>,
+}
+
+impl Kingpin {
+    /// A kingpin that will ask for every slot of every role to be spawned.
+    pub fn new(config: KingpinConfig) -> Kingpin {
+        let roles = config
+            .roles
+            .iter()
+            .map(|r| Role {
+                name: Arc::from(r.name.as_str()),
+                slots: (0..r.workers)
+                    .map(|_| Slot {
+                        link: None,
+                        respawn_at: None,
+                    })
+                    .collect(),
+                next_any: 0,
+            })
+            .collect();
+        let mut k = Kingpin {
+            config,
+            roles,
+            links: Slab::new(),
+            next_generation: 0,
+            next_worker: 1,
+            pids: BTreeMap::new(),
+            outputs: VecDeque::new(),
+        };
+        for role in 0..k.roles.len() {
+            for slot in 0..k.roles[role].slots.len() {
+                k.spawn(role, slot as u32);
+            }
+        }
+        k
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &KingpinConfig {
+        &self.config
+    }
+
+    /// Every worker that has a link, with its phase.
+    pub fn workers(&self) -> impl Iterator<Item = (&WorkerInfo, Phase)> + '_ {
+        self.links.iter().map(|(_, l)| (&l.info, l.phase))
+    }
+
+    /// The worker on `link`, if the link is known.
+    pub fn worker(&self, link: LinkId) -> Option<(&WorkerInfo, Phase)> {
+        self.link(link).map(|l| (&l.info, l.phase))
+    }
+
+    /// The earliest instant at which [`Kingpin::handle_timeout`] has work.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let links = self.links.iter().filter_map(|(_, l)| l.deadline);
+        let slots = self
+            .roles
+            .iter()
+            .flat_map(|r| r.slots.iter().filter_map(|s| s.respawn_at));
+        links.chain(slots).min()
+    }
+
+    /// The next output, if any.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// What to write next on `link`.
+    pub fn poll_transmit(&self, link: LinkId) -> Option<Transmit<'_>> {
+        self.link(link)?.out.peek()
+    }
+
+    /// `n` bytes of the last [`Kingpin::poll_transmit`] on `link` were
+    /// written; returns the fds that left with them, for the runtime to close.
+    pub fn handle_transmitted(&mut self, link: LinkId, n: usize) -> Vec<FdHandle> {
+        match self.link_mut(link) {
+            Some(l) => l.out.advance(n),
+            None => Vec::new(),
+        }
+    }
+
+    /// The runtime started the process for `link`.
+    pub fn handle_spawned(&mut self, link: LinkId, pid: u32, now: Instant) {
+        let deadline = now + self.config.handshake_timeout;
+        let Some(l) = self.link_mut(link) else { return };
+        if l.phase != Phase::Spawning {
+            return;
+        }
+        l.phase = Phase::Handshaking;
+        l.info.pid = pid;
+        l.deadline = Some(deadline);
+        let info = l.info.clone();
+        self.pids.insert(pid, link);
+        self.outputs
+            .push_back(Output::Event(Event::WorkerSpawned(info)));
+    }
+
+    /// The runtime could not start the process for `link`; the slot is
+    /// retried after [`KingpinConfig::spawn_retry`].
+    pub fn handle_spawn_failed(&mut self, link: LinkId, now: Instant) {
+        let Some(l) = self.link(link) else { return };
+        if l.phase != Phase::Spawning {
+            return;
+        }
+        let (role, slot) = (l.role, l.info.slot);
+        self.remove_link(link);
+        let retry = now + self.config.spawn_retry;
+        if let Some(s) = self.roles[role].slots.get_mut(slot as usize) {
+            s.link = None;
+            s.respawn_at = Some(retry);
+        }
+    }
+
+    /// Bytes (and the fds that came with them) read from `link`.
+    pub fn handle_read(&mut self, link: LinkId, bytes: &[u8], fds: Vec<FdHandle>, now: Instant) {
+        let _ = now;
+        let Some(l) = self.link_mut(link) else {
+            self.release(fds);
+            return;
+        };
+        if l.phase == Phase::Closing || l.phase == Phase::Spawning {
+            self.release(fds);
+            return;
+        }
+        l.dec.handle_read(bytes, fds);
+        self.process(link);
+    }
+
+    /// The link reached end of stream, or failed to read or write.
+    pub fn handle_eof(&mut self, link: LinkId, now: Instant) {
+        let _ = now;
+        let Some(l) = self.link_mut(link) else { return };
+        if l.phase == Phase::Closing || l.phase == Phase::Spawning {
+            return;
+        }
+        l.dec.handle_eof();
+        self.process(link);
+        if self.link(link).is_some_and(|l| l.phase != Phase::Closing) {
+            self.close(link, CloseReason::Eof, None);
+        }
+    }
+
+    /// A child process was reaped. Read whatever its link still holds before
+    /// calling this, so that its last messages are not lost.
+    pub fn handle_exited(&mut self, pid: u32, status: ExitStatus, now: Instant) {
+        let Some(link) = self.pids.remove(&pid) else {
+            return;
+        };
+        let Some(l) = self.link(link) else { return };
+        let (role, slot) = (l.role, l.info.slot);
+        if l.phase != Phase::Closing {
+            self.close(link, CloseReason::Exited, None);
+        }
+        if let Some(l) = self.link(link) {
+            let info = l.info.clone();
+            self.outputs
+                .push_back(Output::Event(Event::WorkerExited(info, status)));
+        }
+        self.remove_link(link);
+        let _ = now;
+        if let Some(s) = self.roles[role].slots.get_mut(slot as usize) {
+            if s.link == Some(link) {
+                s.link = None;
+                self.spawn(role, slot);
+            }
+        }
+    }
+
+    /// Timers: handshake deadlines and delayed respawns that are due.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let overdue: Vec<LinkId> = self
+            .links
+            .iter()
+            .filter(|(_, l)| l.deadline.is_some_and(|d| d <= now))
+            .map(|(key, l)| make_id(key, l.generation))
+            .collect();
+        for link in overdue {
+            if let Some(l) = self.link_mut(link) {
+                l.deadline = None;
+            }
+            self.close(link, CloseReason::HandshakeTimeout, None);
+        }
+        for role in 0..self.roles.len() {
+            for slot in 0..self.roles[role].slots.len() {
+                let s = &mut self.roles[role].slots[slot];
+                if s.respawn_at.is_some_and(|t| t <= now) && s.link.is_none() {
+                    s.respawn_at = None;
+                    self.spawn(role, slot as u32);
+                }
+            }
+        }
+    }
+
+    /// Sends a one-way message from the kingpin.
+    ///
+    /// All, role and pid targets include workers that are still starting: their
+    /// messages wait, in order, until the handshake ends. fds can go to one
+    /// recipient only. On error the fds are released.
+    pub fn send(
+        &mut self,
+        to: Target,
+        ns: &str,
+        name: &str,
+        payload: &[u8],
+        fds: Vec<FdHandle>,
+    ) -> Result<(), SendError> {
+        self.route(None, to, ns, name, payload, fds)
+    }
+
+    fn route(
+        &mut self,
+        from: Option<LinkId>,
+        to: Target,
+        ns: &str,
+        name: &str,
+        payload: &[u8],
+        fds: Vec<FdHandle>,
+    ) -> Result<(), SendError> {
+        let recipients = match self.resolve(from, &to) {
+            Ok(r) => r,
+            Err(e) => {
+                self.release(fds);
+                return Err(e);
+            }
+        };
+        if recipients.len() > 1 && !fds.is_empty() {
+            self.release(fds);
+            return Err(SendError::FdsToMany);
+        }
+        let source = match from.and_then(|f| self.link(f)) {
+            Some(l) => Source::Worker {
+                id: l.info.id,
+                pid: l.info.pid,
+            },
+            None => Source::Kingpin,
+        };
+        let meta = Deliver {
+            from: source,
+            ns: ns.to_string(),
+            name: name.to_string(),
+        };
+        let mut fds = Some(fds);
+        let mut result = Ok(());
+        for link in recipients {
+            let fds = fds.take().unwrap_or_default();
+            if let Err(e) = self.push(link, Kind::Deliver, &meta, payload, fds) {
+                result = Err(e);
+            }
+        }
+        result
+    }
+
+    /// The links a target names. Errors if it names none.
+    fn resolve(&mut self, from: Option<LinkId>, to: &Target) -> Result<Vec<LinkId>, SendError> {
+        let live = |l: &Link| matches!(l.phase, Phase::Spawning | Phase::Handshaking | Phase::Up);
+        let mut out = Vec::new();
+        match to {
+            Target::Kingpin => return Err(SendError::NoRoute),
+            Target::All { include_sender } => {
+                for (key, l) in self.links.iter() {
+                    let id = make_id(key, l.generation);
+                    if live(l) && (*include_sender || Some(id) != from) {
+                        out.push(id);
+                    }
+                }
+            }
+            Target::Role(name) => {
+                let role = self.role_index(name).ok_or(SendError::NoRoute)?;
+                for s in &self.roles[role].slots {
+                    if let Some(id) = s.link.filter(|id| self.link(*id).is_some_and(live)) {
+                        out.push(id);
+                    }
+                }
+            }
+            Target::Any(name) => {
+                let role = self.role_index(name).ok_or(SendError::NoRoute)?;
+                let n = self.roles[role].slots.len();
+                let start = self.roles[role].next_any;
+                // Prefer a worker that is up; fall back to one that is starting.
+                for want_up in [true, false] {
+                    for i in 0..n {
+                        let slot = (start + i) % n;
+                        let Some(id) = self.roles[role].slots[slot].link else {
+                            continue;
+                        };
+                        let Some(l) = self.link(id) else { continue };
+                        if live(l) && (!want_up || l.phase == Phase::Up) {
+                            self.roles[role].next_any = slot + 1;
+                            return Ok(alloc::vec![id]);
+                        }
+                    }
+                }
+            }
+            Target::Pid(pid) => {
+                if let Some(id) = self
+                    .pids
+                    .get(pid)
+                    .copied()
+                    .filter(|id| self.link(*id).is_some_and(live))
+                {
+                    out.push(id);
+                }
+            }
+        }
+        if out.is_empty() {
+            Err(SendError::NoRoute)
+        } else {
+            Ok(out)
+        }
+    }
+
+    fn role_index(&self, name: &str) -> Option<usize> {
+        self.roles.iter().position(|r| &*r.name == name)
+    }
+
+    /// Queues a frame for `link`: on the wire if it is up, else in its early
+    /// queue. On error the fds are released.
+    fn push<M: serde::Serialize>(
+        &mut self,
+        link: LinkId,
+        kind: Kind,
+        meta: &M,
+        payload: &[u8],
+        fds: Vec<FdHandle>,
+    ) -> Result<(), SendError> {
+        let limit = self.config.early_queue_limit;
+        let Some(l) = self.link_mut(link) else {
+            self.release(fds);
+            return Err(SendError::Closed);
+        };
+        let result = match l.phase {
+            Phase::Up => {
+                let was_empty = l.out.is_empty();
+                let r = l.out.push(kind as u8, meta, payload, fds);
+                if r.is_ok() && was_empty {
+                    self.outputs.push_back(Output::Transmit(link));
+                }
+                r.map_err(|(e, fds)| (SendError::Encode(e), fds))
+            }
+            Phase::Spawning | Phase::Handshaking if l.early.len() + payload.len() > limit => {
+                Err((SendError::Backpressure, fds))
+            }
+            Phase::Spawning | Phase::Handshaking => l
+                .early
+                .push(kind as u8, meta, payload, fds)
+                .map_err(|(e, fds)| (SendError::Encode(e), fds)),
+            Phase::Closing => Err((SendError::Closed, fds)),
+        };
+        result.map_err(|(e, fds)| {
+            self.release(fds);
+            e
+        })
+    }
+
+    fn process(&mut self, link: LinkId) {
+        loop {
+            let Some(l) = self.link_mut(link) else { return };
+            if l.phase == Phase::Closing {
+                return;
+            }
+            let frame = match l.dec.decode() {
+                Ok(Some(f)) => f,
+                Ok(None) => return,
+                Err(e) => return self.close(link, CloseReason::Decode(e), None),
+            };
+            match Message::parse(frame) {
+                Ok(msg) => self.on_message(link, msg),
+                Err((e, fds)) => {
+                    self.release(fds);
+                    return self.close(link, CloseReason::Decode(e), None);
+                }
+            }
+        }
+    }
+
+    fn on_message(&mut self, link: LinkId, msg: Message) {
+        let Some(l) = self.link(link) else { return };
+        match (l.phase, msg) {
+            (Phase::Handshaking, Message::Hello(hello)) => self.on_hello(link, hello),
+            (Phase::Up, Message::Send(Send { to, ns, name }, payload, fds)) => {
+                let from = l.info.clone();
+                if to == Target::Kingpin {
+                    let event = Event::Message {
+                        from,
+                        ns,
+                        name,
+                        payload,
+                        fds,
+                    };
+                    self.outputs.push_back(Output::Event(event));
+                } else if let Err(error) =
+                    self.route(Some(link), to.clone(), &ns, &name, &payload, fds)
+                {
+                    self.outputs
+                        .push_back(Output::Event(Event::Undeliverable { from, to, error }));
+                }
+            }
+            (Phase::Handshaking, Message::Send(_, _, fds)) => {
+                self.release(fds);
+                self.close(
+                    link,
+                    CloseReason::Protocol("first frame must be Hello"),
+                    None,
+                );
+            }
+            (_, Message::Send(_, _, fds) | Message::Deliver(_, _, fds)) => {
+                self.release(fds);
+                self.close(
+                    link,
+                    CloseReason::Protocol("frame kind not accepted from a worker"),
+                    None,
+                );
+            }
+            (Phase::Handshaking, _) => self.close(
+                link,
+                CloseReason::Protocol("first frame must be Hello"),
+                None,
+            ),
+            (_, _) => self.close(
+                link,
+                CloseReason::Protocol("frame kind not accepted from a worker"),
+                None,
+            ),
+        }
+    }
+
+    fn on_hello(&mut self, link: LinkId, hello: Hello) {
+        let ours = wire::PROTOCOL_VERSION;
+        if hello.magic != wire::MAGIC {
+            return self.close(link, CloseReason::BadMagic, None);
+        }
+        if hello.version != ours {
+            let reason = format!(
+                "worker speaks protocol {}, kingpin speaks {ours}",
+                hello.version
+            );
+            let reject = Reject {
+                version: ours,
+                reason,
+            };
+            return self.close(
+                link,
+                CloseReason::VersionMismatch {
+                    ours,
+                    theirs: hello.version,
+                },
+                Some(reject),
+            );
+        }
+        let settings = Settings {
+            app: self.config.app.clone(),
+            max_body: self.config.max_body,
+        };
+        let Some(l) = self.link_mut(link) else { return };
+        if *l.info.role != *hello.role || l.info.slot != hello.slot {
+            let reason = format!(
+                "started as {}#{}, hello says {}#{}",
+                l.info.role, l.info.slot, hello.role, hello.slot
+            );
+            let reject = Reject {
+                version: ours,
+                reason,
+            };
+            return self.close(
+                link,
+                CloseReason::Protocol("hello names another role or slot"),
+                Some(reject),
+            );
+        }
+        let welcome = Welcome {
+            version: ours,
+            worker: l.info.id,
+            settings,
+        };
+        l.phase = Phase::Up;
+        l.deadline = None;
+        let was_empty = l.out.is_empty();
+        if l.out
+            .push(Kind::Welcome as u8, &welcome, &[], Vec::new())
+            .is_ok()
+        {
+            l.out.append(&mut l.early);
+        }
+        let info = l.info.clone();
+        if was_empty {
+            self.outputs.push_back(Output::Transmit(link));
+        }
+        self.outputs.push_back(Output::Event(Event::WorkerUp(info)));
+    }
+
+    /// Closes a link: releases every fd it holds, optionally queues a farewell
+    /// frame, asks the runtime to close the socket and, if the process may
+    /// still run, to kill it.
+    fn close(&mut self, link: LinkId, reason: CloseReason, farewell: Option<Reject>) {
+        let Some(l) = self.link_mut(link) else { return };
+        if l.phase == Phase::Closing {
+            return;
+        }
+        let had_process = l.phase != Phase::Spawning;
+        l.phase = Phase::Closing;
+        l.deadline = None;
+        let leftover: Vec<FdHandle> = l
+            .dec
+            .drain_fds()
+            .chain(l.out.clear())
+            .chain(l.early.clear())
+            .collect();
+        if let Some(reject) = farewell {
+            l.out
+                .push(Kind::Reject as u8, &reject, &[], Vec::new())
+                .ok();
+        }
+        let info = l.info.clone();
+        self.release(leftover);
+        self.outputs.push_back(Output::CloseLink(link));
+        if reason != CloseReason::Exited {
+            if had_process && self.pids.contains_key(&info.pid) {
+                self.outputs.push_back(Output::Kill {
+                    pid: info.pid,
+                    link,
+                });
+            }
+            self.outputs
+                .push_back(Output::Event(Event::LinkClosed(info, reason)));
+        }
+    }
+
+    fn spawn(&mut self, role: usize, slot: u32) {
+        let generation = self.next_generation;
+        self.next_generation = self.next_generation.wrapping_add(1);
+        let worker = self.next_worker;
+        self.next_worker += 1;
+        let entry = self.links.vacant_entry();
+        let link = make_id(entry.key(), generation);
+        let info = WorkerInfo {
+            id: worker,
+            link,
+            role: self.roles[role].name.clone(),
+            slot,
+            pid: 0,
+        };
+        entry.insert(Link {
+            generation,
+            info: info.clone(),
+            role,
+            phase: Phase::Spawning,
+            dec: Decoder::new(self.config.max_body),
+            out: OutBuf::new(self.config.max_body),
+            early: OutBuf::new(self.config.max_body),
+            deadline: None,
+        });
+        self.roles[role].slots[slot as usize].link = Some(link);
+        self.outputs.push_back(Output::Spawn(Spawn {
+            link,
+            worker,
+            role: info.role,
+            slot,
+        }));
+    }
+
+    fn remove_link(&mut self, link: LinkId) {
+        if self.link(link).is_some() {
+            let l = self.links.remove(link.index());
+            if self.pids.get(&l.info.pid) == Some(&link) {
+                self.pids.remove(&l.info.pid);
+            }
+        }
+    }
+
+    fn release(&mut self, fds: impl IntoIterator<Item = FdHandle>) {
+        self.outputs.extend(fds.into_iter().map(Output::ReleaseFd));
+    }
+
+    fn link(&self, id: LinkId) -> Option<&Link> {
+        self.links
+            .get(id.index())
+            .filter(|l| l.generation == id.generation())
+    }
+
+    fn link_mut(&mut self, id: LinkId) -> Option<&mut Link> {
+        self.links
+            .get_mut(id.index())
+            .filter(|l| l.generation == id.generation())
+    }
+}
+
+fn make_id(key: usize, generation: u32) -> LinkId {
+    LinkId((u64::from(generation) << 32) | key as u64)
+}
