@@ -1,1 +1,23 @@
+//! `mob-sys`: the system calls both mob runtimes need, written once.
+//!
+//! This is where mob's `unsafe` lives (as quinn-udp is for quinn): fd passing
+//! with SCM_RIGHTS, spawning a worker with its channel on a fixed fd and a
+//! parent-death signal, a self-pipe for signals, and small `/proc` readers.
+//! Everything here is a thin, documented wrapper; no protocol decisions.
 
+pub mod channel;
+pub mod process;
+pub mod signals;
+pub mod spawn;
+
+/// The fd number at which a worker finds its channel to the kingpin.
+pub const CHANNEL_FD: i32 = 3;
+
+/// Environment variable: the worker's channel fd number.
+pub const ENV_FD: &str = "MOB_FD";
+/// Environment variable: the worker's role.
+pub const ENV_ROLE: &str = "MOB_ROLE";
+/// Environment variable: the worker's slot within its role.
+pub const ENV_SLOT: &str = "MOB_SLOT";
+/// Environment variable: the application's name.
+pub const ENV_APP: &str = "MOB_APP";
