@@ -38,6 +38,9 @@ pub enum CloseReason {
     Exited,
     /// The application asked for it (shutdown, resize).
     Stopped,
+    /// The runtime could not read or write the link (an IO error, or fds
+    /// lost to a truncated control message).
+    Transport(&'static str),
 }
 
 impl fmt::Display for CloseReason {
@@ -67,6 +70,7 @@ impl fmt::Display for CloseReason {
             }
             CloseReason::Exited => f.write_str("worker process exited"),
             CloseReason::Stopped => f.write_str("stopped by the application"),
+            CloseReason::Transport(what) => write!(f, "link failed: {what}"),
         }
     }
 }

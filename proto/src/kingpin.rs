@@ -353,6 +353,15 @@ impl Kingpin {
         }
     }
 
+    /// The runtime could not read or write `link` (`what` says why, e.g.
+    /// "control data truncated"). The link is closed and its process killed.
+    pub fn handle_link_error(&mut self, link: LinkId, what: &'static str, now: Instant) {
+        let _ = now;
+        if self.link(link).is_some_and(|l| l.phase != Phase::Spawning) {
+            self.close(link, CloseReason::Transport(what), None);
+        }
+    }
+
     /// A child process was reaped. Read whatever its link still holds before
     /// calling this, so that its last messages are not lost.
     pub fn handle_exited(&mut self, pid: u32, status: ExitStatus, now: Instant) {

@@ -161,6 +161,11 @@ impl Worker {
         }
     }
 
+    /// The runtime could not read or write the link (`what` says why).
+    pub fn handle_link_error(&mut self, what: &'static str) {
+        self.close(CloseReason::Transport(what));
+    }
+
     /// What to write next.
     pub fn poll_transmit(&self) -> Option<Transmit<'_>> {
         self.out.peek()

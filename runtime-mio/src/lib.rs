@@ -1,1 +1,56 @@
+//! `mob-mio`: mob's production runtime.
+//!
+//! A mob application runs as a family of processes: the *kingpin*
+//! supervises, *mobsters* (workers) hold the application logic, each in a
+//! *role*. This crate drives the sans-IO state machines of `mob-proto` with a
+//! [mio] event loop: one Unix socketpair per worker, fds passed with
+//! SCM_RIGHTS, children spawned and reaped, signals through a self-pipe.
+//!
+//! Start with [`App`]: name the application, give each role a worker count
+//! and an entry function, and [`App::run`]. The same binary is the kingpin
+//! when started by hand and a worker when started by its kingpin.
+//!
+//! ```no_run
+//! use mob_mio::{App, Error, Mobster, Target};
+//!
+//! fn echo(mut mob: Mobster) -> Result<(), Error> {
+//!     mob.on("ping", |mob, msg| {
+//!         let text: String = msg.decode().unwrap_or_default();
+//!         mob.send(Target::Kingpin, "pong", &text).ok();
+//!     });
+//!     mob.run()
+//! }
+//!
+//! fn main() -> std::process::ExitCode {
+//!     App::new("echoes")
+//!         .role("echo", 2, echo)
+//!         .on_event(|kingpin, event| {
+//!             if let mob_mio::Event::WorkerUp(w) = event {
+//!                 kingpin.send(Target::Pid(w.pid), "ping", "hello").ok();
+//!             }
+//!         })
+//!         .run()
+//! }
+//! ```
+//!
+//! Guarantees: workers never outlive the kingpin (parent-death signal, and
+//! end of stream on their channel); a worker that dies is revived; a worker
+//! that sends garbage loses its link and is replaced, and no other worker
+//! notices.
 
+mod app;
+mod clock;
+mod error;
+mod kingpin;
+mod link;
+mod message;
+mod mobster;
+
+pub use app::{App, Entry};
+pub use error::Error;
+pub use kingpin::{Event, Kingpin, Launch};
+pub use message::Message;
+pub use mob_proto::{
+    CloseReason, ExitStatus, KingpinConfig, Phase, SendError, Source, Target, WorkerInfo,
+};
+pub use mobster::{Mobster, WorkerEnv};

@@ -1,1 +1,156 @@
+//! Helpers for tests that run real mob processes: start the test application,
+//! read its event lines with deadlines, and look at processes in `/proc`.
 
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
+use std::time::{Duration, Instant};
+
+/// How long any single expectation may take before the test fails.
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+/// One event line printed by `mob-test-app`'s kingpin.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Line {
+    /// The event: `spawned`, `up`, `exited`, `closed`, `message`.
+    pub what: String,
+    /// Role of the worker concerned.
+    pub role: String,
+    /// Its slot.
+    pub slot: u32,
+    /// Its pid.
+    pub pid: u32,
+    /// The rest of the line.
+    pub rest: String,
+}
+
+/// A running `mob-test-app` kingpin, killed (with its workers) on drop.
+pub struct TestApp {
+    child: Child,
+    lines: Receiver<String>,
+}
+
+impl TestApp {
+    /// Starts the test app binary `exe` (pass
+    /// `env!("CARGO_BIN_EXE_mob-test-app")`) with `roles` (e.g.
+    /// `"echo:4,idle:2"`) and extra environment.
+    pub fn start(exe: &str, roles: &str, env: &[(&str, &str)]) -> TestApp {
+        let mut cmd = Command::new(exe);
+        cmd.arg(roles).stdout(Stdio::piped()).stdin(Stdio::null());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("start mob-test-app");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, lines) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        TestApp { child, lines }
+    }
+
+    /// The kingpin's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The next event line, failing the test after [`DEADLINE`].
+    pub fn next(&self) -> Line {
+        let started = Instant::now();
+        loop {
+            let left = DEADLINE.saturating_sub(started.elapsed());
+            match self.lines.recv_timeout(left) {
+                Ok(raw) => {
+                    if let Some(line) = parse(&raw) {
+                        return line;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    panic!("no event from the kingpin within {DEADLINE:?}")
+                }
+                Err(RecvTimeoutError::Disconnected) => panic!("the kingpin's output ended"),
+            }
+        }
+    }
+
+    /// Reads lines until `pred` matches one, and returns it.
+    pub fn wait_for(&self, mut pred: impl FnMut(&Line) -> bool) -> Line {
+        loop {
+            let line = self.next();
+            if pred(&line) {
+                return line;
+            }
+        }
+    }
+
+    /// Sends SIGKILL to the kingpin and reaps it.
+    pub fn kill_kingpin(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.kill_kingpin();
+    }
+}
+
+fn parse(raw: &str) -> Option<Line> {
+    let mut it = raw.splitn(5, ' ');
+    let what = it.next()?.to_string();
+    let role = it.next()?.to_string();
+    let slot = it.next()?.parse().ok()?;
+    let pid = it.next()?.parse().ok()?;
+    let rest = it.next().unwrap_or("").to_string();
+    Some(Line {
+        what,
+        role,
+        slot,
+        pid,
+        rest,
+    })
+}
+
+/// Whether `pid` is a live process (a zombie counts as gone).
+pub fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            let state = stat
+                .rsplit(')')
+                .next()
+                .and_then(|s| s.trim_start().chars().next());
+            state != Some('Z') && state != Some('X')
+        }
+        Err(_) => false,
+    }
+}
+
+/// A process's command line as `ps` shows it (arguments joined by spaces).
+pub fn cmdline(pid: u32) -> String {
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    raw.split(|b| *b == 0)
+        .filter(|s| !s.is_empty())
+        .map(|s| String::from_utf8_lossy(s).into_owned())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Polls until `cond` holds or `within` passes; returns whether it held.
+/// For conditions no event announces, such as a process disappearing.
+pub fn eventually(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let started = Instant::now();
+    while started.elapsed() < within {
+        if cond() {
+            return true;
+        }
+        std::thread::yield_now();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    cond()
+}

@@ -1,0 +1,56 @@
+//! The runtime's error type.
+
+use mob_proto::{CloseReason, SendError};
+use std::fmt;
+use std::io;
+
+/// Everything that can go wrong in the mio runtime.
+#[derive(Debug)]
+pub enum Error {
+    /// A system call failed.
+    Io(io::Error),
+    /// A send was refused (no route, too large, queue full, link closed).
+    Send(SendError),
+    /// The link to the peer closed.
+    Closed(CloseReason),
+    /// A payload did not serialize or deserialize.
+    Payload(postcard::Error),
+    /// This process was not started by a mob kingpin (no `MOB_*` environment),
+    /// or its environment is inconsistent.
+    NotAWorker(&'static str),
+    /// The kingpin was started with a role this binary has no entry for.
+    UnknownRole(String),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Io(e) => write!(f, "io: {e}"),
+            Error::Send(e) => write!(f, "send: {e}"),
+            Error::Closed(r) => write!(f, "link closed: {r}"),
+            Error::Payload(e) => write!(f, "payload: {e}"),
+            Error::NotAWorker(why) => write!(f, "not started as a mob worker: {why}"),
+            Error::UnknownRole(r) => write!(f, "no entry for role {r:?} in this binary"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<io::Error> for Error {
+    fn from(e: io::Error) -> Self {
+        Error::Io(e)
+    }
+}
+
+impl From<SendError> for Error {
+    fn from(e: SendError) -> Self {
+        Error::Send(e)
+    }
+}
+
+impl From<postcard::Error> for Error {
+    fn from(e: postcard::Error) -> Self {
+        Error::Payload(e)
+    }
+}

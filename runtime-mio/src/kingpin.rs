@@ -1,0 +1,398 @@
+//! The kingpin side: the supervisor's event loop.
+
+use crate::clock::Clock;
+use crate::link::{Outgoing, READ_BUF, ReadEnd, WriteEnd, read_link, write_link};
+use crate::{Error, Message};
+use mio::net::UnixStream;
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+use mob_proto::frame::Transmit;
+use mob_proto::wire::DEFAULT_NAMESPACE;
+use mob_proto::{
+    CloseReason, ExitStatus, FdHandle, FdTable, KingpinConfig, LinkId, Output, Phase, Spawn,
+    Target, WorkerInfo,
+};
+use mob_sys::signals::SignalPipe;
+use nix::sys::signal::Signal;
+use serde::Serialize;
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitCode, Stdio};
+
+const SIGNALS: Token = Token(0);
+const FIRST_LINK: usize = 1;
+
+/// How the processes of a role are started.
+#[derive(Clone, Debug)]
+pub enum Launch {
+    /// Re-execute this program (with the same arguments, as Node's cluster
+    /// does); its `main` sees `MOB_ROLE` and runs the role's entry.
+    SelfExec,
+    /// Run another executable, which must speak the protocol on fd 3
+    /// (for example one built with [`crate::Mobster::from_env`]).
+    Exe {
+        /// The program.
+        program: PathBuf,
+        /// Its arguments.
+        args: Vec<OsString>,
+    },
+}
+
+/// What the kingpin tells its application.
+#[derive(Debug)]
+pub enum Event {
+    /// A worker process was started.
+    WorkerSpawned(WorkerInfo),
+    /// A worker completed its handshake.
+    WorkerUp(WorkerInfo),
+    /// A worker's link closed for a reason other than its exit (bad input,
+    /// handshake timeout, ...). Its process is killed and revived.
+    LinkClosed(WorkerInfo, CloseReason),
+    /// A worker process ended; its slot is being revived.
+    WorkerExited(WorkerInfo, ExitStatus),
+    /// A worker sent a message to the kingpin.
+    Message(Message<WorkerInfo>),
+    /// A worker's message had no route and was dropped.
+    Undeliverable {
+        /// Who sent it.
+        from: WorkerInfo,
+        /// Where it was going.
+        to: Target,
+    },
+}
+
+type EventHandler = Box<dyn FnMut(&mut Kingpin, Event)>;
+
+/// The supervisor: starts every worker, revives those that die and routes
+/// their messages, on one mio event loop.
+///
+/// Usually built and run through [`crate::App`].
+pub struct Kingpin {
+    proto: mob_proto::Kingpin,
+    poll: Poll,
+    links: HashMap<LinkId, UnixStream>,
+    children: HashMap<u32, Child>,
+    fds: FdTable<OwnedFd>,
+    signals: SignalPipe,
+    clock: Clock,
+    launch: HashMap<String, Launch>,
+    on_event: Option<EventHandler>,
+    buf: Vec<u8>,
+    stopping: bool,
+}
+
+impl Kingpin {
+    /// A kingpin for `config`, starting each role as `launch` says (roles
+    /// missing from it are re-executions of this program).
+    pub fn new(config: KingpinConfig, launch: HashMap<String, Launch>) -> Result<Kingpin, Error> {
+        let signals = SignalPipe::install(&[Signal::SIGCHLD, Signal::SIGINT, Signal::SIGTERM])?;
+        let poll = Poll::new()?;
+        poll.registry().register(
+            &mut SourceFd(&signals.as_raw_fd()),
+            SIGNALS,
+            Interest::READABLE,
+        )?;
+        mob_sys::process::set_name(&config.app);
+        Ok(Kingpin {
+            proto: mob_proto::Kingpin::new(config),
+            poll,
+            links: HashMap::new(),
+            children: HashMap::new(),
+            fds: FdTable::new(),
+            signals,
+            clock: Clock::new(),
+            launch,
+            on_event: None,
+            buf: vec![0; READ_BUF],
+            stopping: false,
+        })
+    }
+
+    /// Calls `handler` for every [`Event`]. The handler may use the kingpin
+    /// (send, stop).
+    pub fn on_event(&mut self, handler: impl FnMut(&mut Kingpin, Event) + 'static) {
+        self.on_event = Some(Box::new(handler));
+    }
+
+    /// Every worker that has a link, with its phase.
+    pub fn workers(&self) -> impl Iterator<Item = (&WorkerInfo, Phase)> + '_ {
+        self.proto.workers()
+    }
+
+    /// Sends `value` (postcard-encoded) as message `name` in the default
+    /// namespace.
+    pub fn send<T: Serialize + ?Sized>(
+        &mut self,
+        to: Target,
+        name: &str,
+        value: &T,
+    ) -> Result<(), Error> {
+        let payload = postcard::to_allocvec(value)?;
+        self.send_raw(to, DEFAULT_NAMESPACE, name, &payload, Vec::new())
+    }
+
+    /// Sends raw bytes with fds (given up by the caller).
+    pub fn send_raw(
+        &mut self,
+        to: Target,
+        ns: &str,
+        name: &str,
+        payload: &[u8],
+        fds: Vec<OwnedFd>,
+    ) -> Result<(), Error> {
+        let handles = fds.into_iter().map(|fd| self.fds.insert(fd)).collect();
+        Ok(self.proto.send(to, ns, name, payload, handles)?)
+    }
+
+    /// Asks the loop to stop: every worker is killed and [`Kingpin::run`]
+    /// returns.
+    pub fn stop(&mut self) {
+        self.stopping = true;
+    }
+
+    /// Runs until [`Kingpin::stop`], SIGINT or SIGTERM.
+    pub fn run(mut self) -> Result<ExitCode, Error> {
+        let mut events = Events::with_capacity(256);
+        loop {
+            self.pump();
+            if self.stopping {
+                break;
+            }
+            let timeout = self.proto.poll_timeout().map(|t| self.clock.until(t));
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() != std::io::ErrorKind::Interrupted {
+                    return Err(e.into());
+                }
+            }
+            for event in events.iter() {
+                if event.token() == SIGNALS {
+                    self.on_signals();
+                    continue;
+                }
+                let link = LinkId::from_u64((event.token().0 - FIRST_LINK) as u64);
+                if event.is_readable() || event.is_read_closed() {
+                    self.read(link);
+                }
+                if event.is_writable() {
+                    self.write(link);
+                }
+            }
+            self.proto.handle_timeout(self.clock.now());
+        }
+        self.shutdown();
+        Ok(ExitCode::SUCCESS)
+    }
+
+    fn on_signals(&mut self) {
+        for sig in self.signals.drain() {
+            match sig {
+                Signal::SIGCHLD => self.reap(),
+                _ => self.stopping = true,
+            }
+        }
+    }
+
+    /// Reaps every child that has ended, reading what its link still holds
+    /// first so its last messages are not lost.
+    fn reap(&mut self) {
+        let mut ended = Vec::new();
+        for (&pid, child) in self.children.iter_mut() {
+            if let Ok(Some(status)) = child.try_wait() {
+                let status = match (status.code(), status.signal()) {
+                    (Some(code), _) => ExitStatus::Code(code),
+                    (None, Some(sig)) => ExitStatus::Signal(sig),
+                    (None, None) => ExitStatus::Code(-1),
+                };
+                ended.push((pid, status));
+            }
+        }
+        for (pid, status) in ended {
+            self.children.remove(&pid);
+            if let Some(link) = self.link_of(pid) {
+                self.read(link);
+            }
+            self.proto.handle_exited(pid, status, self.clock.now());
+        }
+    }
+
+    fn link_of(&self, pid: u32) -> Option<LinkId> {
+        self.proto
+            .workers()
+            .find(|(w, _)| w.pid == pid)
+            .map(|(w, _)| w.link)
+    }
+
+    fn read(&mut self, link: LinkId) {
+        let now = self.clock.now();
+        let Kingpin {
+            links,
+            buf,
+            fds,
+            proto,
+            ..
+        } = self;
+        let Some(sock) = links.get(&link) else { return };
+        let end = read_link(sock, buf, fds, |bytes, handles| {
+            proto.handle_read(link, bytes, handles, now);
+            proto
+                .worker(link)
+                .is_some_and(|(_, phase)| phase != Phase::Closing)
+        });
+        match end {
+            ReadEnd::Drained => {}
+            ReadEnd::Eof => self.proto.handle_eof(link, now),
+            ReadEnd::Failed(what) => self.proto.handle_link_error(link, what, now),
+        }
+    }
+
+    fn write(&mut self, link: LinkId) {
+        let Some(sock) = self.links.get(&link) else {
+            return;
+        };
+        let mut out = LinkOut {
+            proto: &mut self.proto,
+            link,
+        };
+        if let WriteEnd::Failed = write_link(sock, &mut out, &mut self.fds) {
+            self.proto
+                .handle_link_error(link, "write error", self.clock.now());
+        }
+    }
+
+    /// Carries out everything proto asks for.
+    fn pump(&mut self) {
+        while let Some(out) = self.proto.poll_output() {
+            match out {
+                Output::Spawn(spawn) => self.spawn(spawn),
+                Output::Kill { pid, .. } => {
+                    let _ = mob_sys::process::kill(pid);
+                }
+                Output::Transmit(link) => self.write(link),
+                Output::CloseLink(link) => {
+                    self.write(link); // best effort: a farewell frame
+                    if let Some(mut sock) = self.links.remove(&link) {
+                        let _ = self.poll.registry().deregister(&mut sock);
+                    }
+                }
+                Output::ReleaseFd(h) => drop(self.fds.take(h)),
+                Output::Event(event) => {
+                    let event = self.convert(event);
+                    if let Some(mut handler) = self.on_event.take() {
+                        handler(self, event);
+                        self.on_event.get_or_insert(handler);
+                    }
+                }
+            }
+        }
+    }
+
+    fn convert(&mut self, event: mob_proto::Event) -> Event {
+        use mob_proto::Event as E;
+        match event {
+            E::WorkerSpawned(w) => Event::WorkerSpawned(w),
+            E::WorkerUp(w) => Event::WorkerUp(w),
+            E::LinkClosed(w, r) => Event::LinkClosed(w, r),
+            E::WorkerExited(w, s) => Event::WorkerExited(w, s),
+            E::Message {
+                from,
+                ns,
+                name,
+                payload,
+                fds,
+            } => {
+                let fds = fds.into_iter().filter_map(|h| self.fds.take(h)).collect();
+                Event::Message(Message {
+                    from,
+                    ns,
+                    name,
+                    payload,
+                    fds,
+                })
+            }
+            E::Undeliverable { from, to, .. } => Event::Undeliverable { from, to },
+        }
+    }
+
+    fn spawn(&mut self, spawn: Spawn) {
+        let now = self.clock.now();
+        match self.start_process(&spawn) {
+            Ok((child, mut sock)) => {
+                let token = Token(spawn.link.as_u64() as usize + FIRST_LINK);
+                if self
+                    .poll
+                    .registry()
+                    .register(&mut sock, token, Interest::READABLE | Interest::WRITABLE)
+                    .is_err()
+                {
+                    let _ = mob_sys::process::kill(child.id());
+                }
+                let pid = child.id();
+                self.children.insert(pid, child);
+                self.links.insert(spawn.link, sock);
+                self.proto.handle_spawned(spawn.link, pid, now);
+            }
+            Err(_) => self.proto.handle_spawn_failed(spawn.link, now),
+        }
+    }
+
+    fn start_process(&self, spawn: &Spawn) -> Result<(Child, UnixStream), Error> {
+        let app = &self.proto.config().app;
+        let mut cmd = match self
+            .launch
+            .get(&*spawn.role)
+            .cloned()
+            .unwrap_or(Launch::SelfExec)
+        {
+            Launch::SelfExec => {
+                let mut cmd = Command::new(std::env::current_exe()?);
+                cmd.args(std::env::args_os().skip(1));
+                cmd
+            }
+            Launch::Exe { program, args } => {
+                let mut cmd = Command::new(program);
+                cmd.args(args);
+                cmd
+            }
+        };
+        cmd.arg0(format!("{app}: {}#{}", spawn.role, spawn.slot))
+            .env(mob_sys::ENV_ROLE, &*spawn.role)
+            .env(mob_sys::ENV_SLOT, spawn.slot.to_string())
+            .env(mob_sys::ENV_APP, app)
+            .env(mob_sys::ENV_FD, mob_sys::CHANNEL_FD.to_string())
+            .stdin(Stdio::null());
+        let (ours, theirs) = mob_sys::channel::socketpair()?;
+        mob_sys::channel::set_nonblocking(&ours, true)?;
+        let child = mob_sys::spawn::spawn_worker(&mut cmd, theirs)?;
+        let sock = UnixStream::from_std(std::os::unix::net::UnixStream::from(ours));
+        Ok((child, sock))
+    }
+
+    /// Kills every worker and waits for each.
+    fn shutdown(&mut self) {
+        for (&pid, _) in self.children.iter() {
+            let _ = mob_sys::process::kill(pid);
+        }
+        for (_, mut child) in self.children.drain() {
+            let _ = child.wait();
+        }
+        self.links.clear();
+    }
+}
+
+struct LinkOut<'a> {
+    proto: &'a mut mob_proto::Kingpin,
+    link: LinkId,
+}
+
+impl Outgoing for LinkOut<'_> {
+    fn peek(&self) -> Option<Transmit<'_>> {
+        self.proto.poll_transmit(self.link)
+    }
+
+    fn advance(&mut self, n: usize) -> Vec<FdHandle> {
+        self.proto.handle_transmitted(self.link, n)
+    }
+}
