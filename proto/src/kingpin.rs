@@ -380,11 +380,11 @@ impl Kingpin {
         }
         self.remove_link(link);
         let _ = now;
-        if let Some(s) = self.roles[role].slots.get_mut(slot as usize) {
-            if s.link == Some(link) {
-                s.link = None;
-                self.spawn(role, slot);
-            }
+        if let Some(s) = self.roles[role].slots.get_mut(slot as usize)
+            && s.link == Some(link)
+        {
+            s.link = None;
+            self.spawn(role, slot);
         }
     }
 

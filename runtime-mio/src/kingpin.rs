@@ -162,10 +162,10 @@ impl Kingpin {
                 break;
             }
             let timeout = self.proto.poll_timeout().map(|t| self.clock.until(t));
-            if let Err(e) = self.poll.poll(&mut events, timeout) {
-                if e.kind() != std::io::ErrorKind::Interrupted {
-                    return Err(e.into());
-                }
+            if let Err(e) = self.poll.poll(&mut events, timeout)
+                && e.kind() != std::io::ErrorKind::Interrupted
+            {
+                return Err(e.into());
             }
             for event in events.iter() {
                 if event.token() == SIGNALS {

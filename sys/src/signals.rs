@@ -71,10 +71,10 @@ impl SignalPipe {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
                     for &b in &buf[..n] {
-                        if let Ok(sig) = Signal::try_from(i32::from(b)) {
-                            if !seen.contains(&sig) {
-                                seen.push(sig);
-                            }
+                        if let Ok(sig) = Signal::try_from(i32::from(b))
+                            && !seen.contains(&sig)
+                        {
+                            seen.push(sig);
                         }
                     }
                 }

@@ -283,12 +283,12 @@ impl Decoder {
     /// Takes the fds of the frame that starts at `self.offset`.
     fn claim_fds(&mut self, header: Header) -> Result<Vec<FdHandle>, DecodeError> {
         let at = self.offset;
-        if let Some(front) = self.batches.front() {
-            if front.end <= at {
-                return Err(DecodeError::UnexpectedFds {
-                    count: front.fds.len(),
-                });
-            }
+        if let Some(front) = self.batches.front()
+            && front.end <= at
+        {
+            return Err(DecodeError::UnexpectedFds {
+                count: front.fds.len(),
+            });
         }
         if header.fds == 0 {
             return Ok(Vec::new());

@@ -169,11 +169,11 @@ impl OutBuf {
         let mut fds: &[FdHandle] = &[];
         let mut end = self.buf.len();
         let mut marks = self.marks.iter();
-        if let Some((at, mark_fds)) = self.marks.front() {
-            if *at == head_offset {
-                fds = mark_fds;
-                marks.next();
-            }
+        if let Some((at, mark_fds)) = self.marks.front()
+            && *at == head_offset
+        {
+            fds = mark_fds;
+            marks.next();
         }
         if let Some((at, _)) = marks.next() {
             end = (at - self.base) as usize;
