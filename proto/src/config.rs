@@ -37,6 +37,12 @@ pub struct KingpinConfig {
     pub spawn_retry: Duration,
     /// Bytes that may wait for a worker that is still starting (default 1 MiB).
     pub early_queue_limit: usize,
+    /// Bytes that may wait to be written to one worker before sends to it
+    /// fail with backpressure (default 8 MiB): a worker that stops reading
+    /// cannot grow the kingpin's memory without bound.
+    pub max_queued_bytes: usize,
+    /// Timeout of requests that set none (default 10 s).
+    pub request_timeout: Duration,
 }
 
 impl KingpinConfig {
@@ -49,6 +55,8 @@ impl KingpinConfig {
             handshake_timeout: Duration::from_secs(10),
             spawn_retry: Duration::from_secs(1),
             early_queue_limit: 1 << 20,
+            max_queued_bytes: 8 << 20,
+            request_timeout: Duration::from_secs(10),
         }
     }
 

@@ -89,6 +89,8 @@ pub enum SendError {
     Backpressure,
     /// fds can travel to one recipient only, and the target names several.
     FdsToMany,
+    /// The target role does not export that function.
+    NotExported,
 }
 
 impl fmt::Display for SendError {
@@ -99,6 +101,26 @@ impl fmt::Display for SendError {
             SendError::Closed => f.write_str("link is closed"),
             SendError::Backpressure => f.write_str("recipient's queue is full"),
             SendError::FdsToMany => f.write_str("fds can go to one recipient only"),
+            SendError::NotExported => f.write_str("the role does not export that function"),
+        }
+    }
+}
+
+/// Why an answer to a request could not be given.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RespondError {
+    /// That request is not waiting for an answer: it was answered already,
+    /// cancelled, or never received. Any fds given are released.
+    NotPending,
+    /// The answer could not be sent (too large, link closed).
+    Send(SendError),
+}
+
+impl fmt::Display for RespondError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RespondError::NotPending => f.write_str("that request is not waiting for an answer"),
+            RespondError::Send(e) => write!(f, "answer not sent: {e}"),
         }
     }
 }

@@ -38,7 +38,7 @@
 //!         match out {
 //!             Output::Spawn(s) => {
 //!                 kingpin.handle_spawned(s.link, 100, now);
-//!                 let config = WorkerConfig { pid: 100, role: s.role.to_string(), slot: s.slot };
+//!                 let config = WorkerConfig { pid: 100, role: s.role.to_string(), slot: s.slot, exports: vec![] };
 //!                 worker = Some((s.link, Worker::new(config)));
 //!             }
 //!             Output::Transmit(link) => {
@@ -89,18 +89,21 @@
 extern crate alloc;
 
 pub mod config;
+mod deadlines;
 pub mod error;
 pub mod fd;
 pub mod frame;
 pub mod kingpin;
+pub mod requester;
 pub mod time;
 pub mod wire;
 pub mod worker;
 
 pub use config::{KingpinConfig, RoleSpec};
-pub use error::{CloseReason, SendError};
+pub use error::{CloseReason, RespondError, SendError};
 pub use fd::{FdHandle, FdTable};
-pub use kingpin::{Event, ExitStatus, Kingpin, LinkId, Output, Phase, Spawn, WorkerInfo};
+pub use kingpin::{Event, ExitStatus, Kingpin, LinkId, Output, Pending, Phase, Spawn, WorkerInfo};
+pub use requester::{LateCounts, RequestError};
 pub use time::Instant;
-pub use wire::{Source, Target};
+pub use wire::{Failure, Source, Target};
 pub use worker::{Worker, WorkerConfig, WorkerEvent, WorkerOutput};

@@ -21,6 +21,14 @@ pub const PROTOCOL_VERSION: u16 = 1;
 /// The namespace for messages that set none (as in clusterphone).
 pub const DEFAULT_NAMESPACE: &str = "_";
 
+/// Namespaces that start with this belong to mob itself; applications may
+/// not register handlers or send messages in them.
+pub const RESERVED_PREFIX: &str = "mob.";
+
+/// The namespace of calls made through `require` proxies; the names are the
+/// exported functions.
+pub const RPC_NAMESPACE: &str = "mob.rpc";
+
 /// Frame kinds (the header's `kind` byte).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
@@ -35,6 +43,19 @@ pub enum Kind {
     Send = 16,
     /// Kingpin → worker: a one-way message to handle: [`Deliver`] + payload.
     Deliver = 17,
+    /// Worker → kingpin: a request to route: [`Request`] + payload.
+    Request = 18,
+    /// Kingpin → worker: a request to handle: [`Call`] + payload.
+    Call = 19,
+    /// Either way: the end of a request: [`Reply`] + payload.
+    Reply = 20,
+    /// Kingpin → worker: stop working on a call: [`Cancel`].
+    Cancel = 21,
+    /// Either way: a callback invoked: [`Invoke`] + payload.
+    Invoke = 22,
+    /// Kingpin → worker: a request's callbacks will never be invoked:
+    /// [`Release`].
+    Release = 23,
 }
 
 impl Kind {
@@ -46,18 +67,25 @@ impl Kind {
             3 => Kind::Reject,
             16 => Kind::Send,
             17 => Kind::Deliver,
+            18 => Kind::Request,
+            19 => Kind::Call,
+            20 => Kind::Reply,
+            21 => Kind::Cancel,
+            22 => Kind::Invoke,
+            23 => Kind::Release,
             _ => return None,
         })
     }
 
-    /// Whether frames of this kind may carry fds.
+    /// Whether frames of this kind may carry fds (exactly those that carry
+    /// a payload).
     pub fn may_carry_fds(self) -> bool {
-        matches!(self, Kind::Send | Kind::Deliver)
+        self.has_payload()
     }
 
     /// Whether frames of this kind end with a raw payload.
     pub fn has_payload(self) -> bool {
-        matches!(self, Kind::Send | Kind::Deliver)
+        matches!(self, Kind::Send | Kind::Deliver | Kind::Request | Kind::Call | Kind::Reply | Kind::Invoke)
     }
 }
 
@@ -74,6 +102,9 @@ pub struct Hello {
     pub role: String,
     /// Its slot within the role (0-based).
     pub slot: u32,
+    /// Names of the functions it exports to `require` proxies (namespace
+    /// [`RPC_NAMESPACE`]).
+    pub exports: Vec<String>,
 }
 
 /// What the kingpin tells an accepted worker.
@@ -94,6 +125,8 @@ pub struct Settings {
     pub app: String,
     /// Largest frame body either side may send, in bytes.
     pub max_body: u32,
+    /// Default request timeout, in milliseconds, for requests that set none.
+    pub request_timeout_ms: u64,
 }
 
 /// Why the kingpin refused a worker. The link closes after it.
@@ -159,6 +192,95 @@ pub struct Deliver {
     pub name: String,
 }
 
+/// A request from a worker, for the kingpin to handle or route.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    /// The requester's id for it (unique among its open requests).
+    pub id: u64,
+    /// Destination: [`Target::Kingpin`], [`Target::Any`] or [`Target::Pid`].
+    pub to: Target,
+    /// Namespace.
+    pub ns: String,
+    /// Name within the namespace.
+    pub name: String,
+    /// Milliseconds from the send until the requester gives up.
+    pub timeout_ms: u64,
+    /// The requester's ids of callbacks passed with the request.
+    pub callbacks: Vec<u64>,
+}
+
+/// A request handed to a worker to handle.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Call {
+    /// The kingpin's id for this call: the worker's [`Reply`], [`Invoke`]s
+    /// use it.
+    pub id: u64,
+    /// Who asked.
+    pub from: Source,
+    /// Namespace.
+    pub ns: String,
+    /// Name within the namespace.
+    pub name: String,
+    /// Milliseconds the requester still waits (informational).
+    pub timeout_ms: u64,
+    /// Callbacks the handler may invoke, once each.
+    pub callbacks: Vec<u64>,
+}
+
+/// Why a request failed, as carried in a [`Reply`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Failure {
+    /// The handler's side has no handler in that namespace.
+    UnknownNamespace,
+    /// The handler's side has no handler of that name.
+    Unhandled,
+    /// The handler failed, with its message.
+    Failed(String),
+    /// The handler dropped the request without answering.
+    Dropped,
+    /// No worker matches the target.
+    NoRoute,
+    /// The worker handling it died or its link closed before it answered.
+    PeerGone,
+    /// The target's queue is full.
+    Backpressure,
+    /// The role does not export that function.
+    NotExported,
+}
+
+/// The answer to a request or call.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reply {
+    /// The id the receiver of this reply gave the request.
+    pub id: u64,
+    /// Success (the payload follows) or why not.
+    pub result: Result<(), Failure>,
+}
+
+/// Stop working on a call (its requester gave up).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cancel {
+    /// The call's id.
+    pub id: u64,
+}
+
+/// A callback invoked by the handler of a request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Invoke {
+    /// Worker → kingpin: the [`Call`] id; kingpin → worker: the requester's
+    /// [`Request`] id.
+    pub call: u64,
+    /// The callback's id, as listed in the request.
+    pub callback: u64,
+}
+
+/// The callbacks of a request will never be invoked (its handler is gone).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Release {
+    /// The requester's [`Request`] id.
+    pub call: u64,
+}
+
 /// A parsed frame.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Message {
@@ -172,6 +294,33 @@ pub enum Message {
     Send(Send, Bytes, Vec<FdHandle>),
     /// See [`Deliver`].
     Deliver(Deliver, Bytes, Vec<FdHandle>),
+    /// See [`Request`].
+    Request(Request, Bytes, Vec<FdHandle>),
+    /// See [`Call`].
+    Call(Call, Bytes, Vec<FdHandle>),
+    /// See [`Reply`].
+    Reply(Reply, Bytes, Vec<FdHandle>),
+    /// See [`Cancel`].
+    Cancel(Cancel),
+    /// See [`Invoke`].
+    Invoke(Invoke, Bytes, Vec<FdHandle>),
+    /// See [`Release`].
+    Release(Release),
+}
+
+impl Message {
+    /// Takes the fds out of a message that is being dropped.
+    pub fn into_fds(self) -> Vec<FdHandle> {
+        match self {
+            Message::Send(_, _, f)
+            | Message::Deliver(_, _, f)
+            | Message::Request(_, _, f)
+            | Message::Call(_, _, f)
+            | Message::Reply(_, _, f)
+            | Message::Invoke(_, _, f) => f,
+            _ => Vec::new(),
+        }
+    }
 }
 
 impl Message {
@@ -208,15 +357,27 @@ impl Message {
             Kind::Hello => whole(&body).map(Message::Hello).map_err(|_| bad(fds)),
             Kind::Welcome => whole(&body).map(Message::Welcome).map_err(|_| bad(fds)),
             Kind::Reject => whole(&body).map(Message::Reject).map_err(|_| bad(fds)),
-            Kind::Send => match with_payload(&body) {
-                Ok((m, p)) => Ok(Message::Send(m, p, fds)),
-                Err(()) => Err(bad(fds)),
-            },
-            Kind::Deliver => match with_payload(&body) {
-                Ok((m, p)) => Ok(Message::Deliver(m, p, fds)),
-                Err(()) => Err(bad(fds)),
-            },
+            Kind::Cancel => whole(&body).map(Message::Cancel).map_err(|_| bad(fds)),
+            Kind::Release => whole(&body).map(Message::Release).map_err(|_| bad(fds)),
+            Kind::Send => payload_msg(&body, fds, Message::Send).map_err(bad),
+            Kind::Deliver => payload_msg(&body, fds, Message::Deliver).map_err(bad),
+            Kind::Request => payload_msg(&body, fds, Message::Request).map_err(bad),
+            Kind::Call => payload_msg(&body, fds, Message::Call).map_err(bad),
+            Kind::Reply => payload_msg(&body, fds, Message::Reply).map_err(bad),
+            Kind::Invoke => payload_msg(&body, fds, Message::Invoke).map_err(bad),
         }
+    }
+}
+
+/// Parses a payload-carrying body into a message, or hands the fds back.
+fn payload_msg<T: for<'de> Deserialize<'de>>(
+    body: &Bytes,
+    fds: Vec<FdHandle>,
+    make: fn(T, Bytes, Vec<FdHandle>) -> Message,
+) -> Result<Message, Vec<FdHandle>> {
+    match with_payload(body) {
+        Ok((m, p)) => Ok(make(m, p, fds)),
+        Err(()) => Err(fds),
     }
 }
 

@@ -1,16 +1,26 @@
-//! The worker's side of a link: handshake, then messages both ways.
+//! The worker's side of a link: handshake, then messages, requests, replies
+//! and callbacks both ways.
 
-use crate::error::{CloseReason, SendError};
+use crate::error::{CloseReason, RespondError, SendError};
 use crate::fd::FdHandle;
 use crate::frame::{DEFAULT_MAX_BODY, Decoder, OutBuf, Transmit};
-use crate::wire::{self, Deliver, Hello, Kind, Message, Send, Source, Target, Welcome};
-use alloc::collections::VecDeque;
+use crate::requester::{LateCounts, RequestError, Requester, millis};
+use crate::time::Instant;
+use crate::wire::{
+    self, Call, Cancel, Deliver, Failure, Hello, Invoke, Kind, Message, Release, Reply, Request, Send, Source,
+    Target, Welcome,
+};
+use alloc::collections::{BTreeSet, VecDeque};
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use bytes::Bytes;
+use core::time::Duration;
+
+/// Default request timeout before the kingpin's [`Welcome`] says otherwise.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Who this worker is, for its [`Hello`].
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct WorkerConfig {
     /// This process's id.
     pub pid: u32,
@@ -18,6 +28,8 @@ pub struct WorkerConfig {
     pub role: String,
     /// Its slot within the role.
     pub slot: u32,
+    /// Functions it exports to `require` proxies.
+    pub exports: Vec<String>,
 }
 
 /// Something the worker's application must see.
@@ -37,6 +49,51 @@ pub enum WorkerEvent {
         payload: Bytes,
         /// fds that came with it; the application owns them now.
         fds: Vec<FdHandle>,
+    },
+    /// A request arrived: answer it with [`Worker::respond`], exactly once.
+    Request {
+        /// The call's id, for [`Worker::respond`] and [`Worker::invoke`].
+        call: u64,
+        /// Who asked.
+        from: Source,
+        /// Its namespace.
+        ns: String,
+        /// Its name.
+        name: String,
+        /// The application payload.
+        payload: Bytes,
+        /// fds that came with it.
+        fds: Vec<FdHandle>,
+        /// Callbacks the handler may invoke, once each.
+        callbacks: Vec<u64>,
+    },
+    /// The requester of a call gave up: stop working on it. Answering it now
+    /// is [`RespondError::NotPending`].
+    Cancelled {
+        /// The call's id.
+        call: u64,
+    },
+    /// One of our requests ended.
+    Reply {
+        /// The request's id, as [`Worker::request`] returned it.
+        id: u64,
+        /// The reply's payload and fds, or why there is none.
+        result: Result<(Bytes, Vec<FdHandle>), RequestError>,
+    },
+    /// A callback we passed with a request was invoked (it is released now).
+    Callback {
+        /// The callback's id.
+        callback: u64,
+        /// The invocation's payload.
+        payload: Bytes,
+        /// fds that came with it.
+        fds: Vec<FdHandle>,
+    },
+    /// A callback will never be invoked: its request's timeout passed, or
+    /// its handler is gone.
+    CallbackReleased {
+        /// The callback's id.
+        callback: u64,
     },
 }
 
@@ -63,20 +120,23 @@ enum State {
 /// The worker-side protocol state machine (one per worker process).
 ///
 /// Methods come in four kinds, as in quinn-proto:
-/// - getters ([`Worker::is_running`], [`Worker::welcome`]);
-/// - `handle_*`: input from the link ([`Worker::handle_read`],
-///   [`Worker::handle_eof`], [`Worker::handle_transmitted`]);
-/// - mutators from the application ([`Worker::send`]);
+/// - getters ([`Worker::is_running`], [`Worker::welcome`],
+///   [`Worker::poll_timeout`]);
+/// - `handle_*`: input from the link and the clock ([`Worker::handle_read`],
+///   [`Worker::handle_eof`], [`Worker::handle_transmitted`],
+///   [`Worker::handle_timeout`]);
+/// - mutators from the application ([`Worker::send`], [`Worker::request`],
+///   [`Worker::respond`], [`Worker::invoke`], [`Worker::cancel`]);
 /// - `poll_*`: output ([`Worker::poll_output`], [`Worker::poll_transmit`]).
 ///
 /// After any `handle_*` or mutator call, drain `poll_output` until `None`,
 /// then write what `poll_transmit` offers until it is empty or the socket
-/// would block.
+/// would block, and wake for [`Worker::poll_timeout`].
 ///
 /// ```
 /// use mob_proto::{Worker, WorkerConfig, WorkerOutput};
 ///
-/// let mut w = Worker::new(WorkerConfig { pid: 42, role: "back".into(), slot: 0 });
+/// let mut w = Worker::new(WorkerConfig { pid: 42, role: "back".into(), ..Default::default() });
 /// assert_eq!(w.poll_output(), Some(WorkerOutput::Transmit));
 /// let hello = w.poll_transmit().unwrap().bytes.len();
 /// w.handle_transmitted(hello);
@@ -89,6 +149,9 @@ pub struct Worker {
     out: OutBuf,
     outputs: VecDeque<WorkerOutput>,
     welcome: Option<Welcome>,
+    requests: Requester,
+    /// Calls we were given and have not answered.
+    incoming: BTreeSet<u64>,
 }
 
 impl Worker {
@@ -100,6 +163,8 @@ impl Worker {
             out: OutBuf::new(DEFAULT_MAX_BODY),
             outputs: VecDeque::new(),
             welcome: None,
+            requests: Requester::new(DEFAULT_REQUEST_TIMEOUT),
+            incoming: BTreeSet::new(),
             config,
         };
         let hello = Hello {
@@ -108,6 +173,7 @@ impl Worker {
             pid: w.config.pid,
             role: w.config.role.clone(),
             slot: w.config.slot,
+            exports: w.config.exports.clone(),
         };
         w.push(Kind::Hello, &hello, &[], Vec::new()).ok();
         w
@@ -138,11 +204,32 @@ impl Worker {
         self.out.len()
     }
 
+    /// Open requests, live callbacks, and unanswered calls.
+    pub fn pending(&self) -> (usize, usize, usize) {
+        let (requests, callbacks) = self.requests.counts();
+        (requests, callbacks, self.incoming.len())
+    }
+
+    /// Calls received and not yet answered (load-process-manager's
+    /// `requests()`).
+    pub fn open_calls(&self) -> impl Iterator<Item = u64> + '_ {
+        self.incoming.iter().copied()
+    }
+
+    /// Late replies and invocations dropped so far.
+    pub fn late_counts(&self) -> LateCounts {
+        self.requests.late
+    }
+
+    /// The earliest instant at which [`Worker::handle_timeout`] has work.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.requests.next_deadline()
+    }
+
     /// Feeds what one read returned: bytes, and the fds that came with them.
     pub fn handle_read(&mut self, bytes: &[u8], fds: Vec<FdHandle>) {
         if self.state == State::Closed {
-            self.outputs
-                .extend(fds.into_iter().map(WorkerOutput::ReleaseFd));
+            self.release(fds);
             return;
         }
         self.dec.handle_read(bytes, fds);
@@ -156,14 +243,24 @@ impl Worker {
         }
         self.dec.handle_eof();
         self.process();
-        if self.state != State::Closed {
-            self.close(CloseReason::Eof);
-        }
+        self.close(CloseReason::Eof);
     }
 
     /// The runtime could not read or write the link (`what` says why).
     pub fn handle_link_error(&mut self, what: &'static str) {
         self.close(CloseReason::Transport(what));
+    }
+
+    /// Ends requests whose timeout has passed and releases their callbacks.
+    /// Early calls do nothing.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let expired = self.requests.expire(now);
+        for id in expired.requests {
+            self.event(WorkerEvent::Reply { id, result: Err(RequestError::TimedOut) });
+        }
+        for callback in expired.callbacks {
+            self.event(WorkerEvent::CallbackReleased { callback });
+        }
     }
 
     /// What to write next.
@@ -186,34 +283,75 @@ impl Worker {
     /// the message leaves after the [`Hello`].
     ///
     /// On error the fds are released (as [`WorkerOutput::ReleaseFd`]).
-    pub fn send(
+    pub fn send(&mut self, to: Target, ns: &str, name: &str, payload: &[u8], fds: Vec<FdHandle>) -> Result<(), SendError> {
+        let meta = Send { to, ns: ns.to_string(), name: name.to_string() };
+        self.push(Kind::Send, &meta, payload, fds)
+    }
+
+    /// Sends a request; its end comes back as exactly one
+    /// [`WorkerEvent::Reply`] with the returned id. `timeout` (default: the
+    /// kingpin's setting) starts now, even while the request waits in a queue.
+    /// `callbacks` callback ids are allocated and returned; each ends in
+    /// exactly one [`WorkerEvent::Callback`] or
+    /// [`WorkerEvent::CallbackReleased`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn request(
         &mut self,
         to: Target,
         ns: &str,
         name: &str,
         payload: &[u8],
         fds: Vec<FdHandle>,
-    ) -> Result<(), SendError> {
-        if self.state == State::Closed {
-            self.outputs
-                .extend(fds.into_iter().map(WorkerOutput::ReleaseFd));
-            return Err(SendError::Closed);
+        timeout: Option<Duration>,
+        callbacks: usize,
+        now: Instant,
+    ) -> Result<(u64, Vec<u64>), SendError> {
+        let (id, deadline, cbs) = self.requests.open(now, timeout, callbacks);
+        let timeout_ms = millis(deadline.saturating_duration_since(now));
+        let meta = Request { id, to, ns: ns.to_string(), name: name.to_string(), timeout_ms, callbacks: cbs.clone() };
+        match self.push(Kind::Request, &meta, payload, fds) {
+            Ok(()) => Ok((id, cbs)),
+            Err(e) => {
+                self.requests.close(id, false);
+                self.requests.release_callbacks(id);
+                Err(e)
+            }
         }
-        let meta = Send {
-            to,
-            ns: ns.to_string(),
-            name: name.to_string(),
-        };
-        self.push(Kind::Send, &meta, payload, fds)
     }
 
-    fn push<M: serde::Serialize>(
-        &mut self,
-        kind: Kind,
-        meta: &M,
-        payload: &[u8],
-        fds: Vec<FdHandle>,
-    ) -> Result<(), SendError> {
+    /// Ends our request `id` now as [`RequestError::Cancelled`]; a reply
+    /// that comes later is dropped. False if it had already ended.
+    pub fn cancel(&mut self, id: u64) -> bool {
+        if !self.requests.close(id, false) {
+            return false;
+        }
+        self.event(WorkerEvent::Reply { id, result: Err(RequestError::Cancelled) });
+        true
+    }
+
+    /// Answers call `call`: `Ok(())` with `payload` and `fds`, or a failure.
+    /// A second answer, or an answer to a cancelled call, is
+    /// [`RespondError::NotPending`] (and its fds are released).
+    pub fn respond(&mut self, call: u64, result: Result<(), Failure>, payload: &[u8], fds: Vec<FdHandle>) -> Result<(), RespondError> {
+        if !self.incoming.remove(&call) {
+            self.release(fds);
+            return Err(RespondError::NotPending);
+        }
+        let meta = Reply { id: call, result };
+        self.push(Kind::Reply, &meta, payload, fds).map_err(RespondError::Send)
+    }
+
+    /// Invokes callback `callback` of call `call`. Invoking a callback twice,
+    /// or after its requester gave up, is dropped at the requester.
+    pub fn invoke(&mut self, call: u64, callback: u64, payload: &[u8], fds: Vec<FdHandle>) -> Result<(), SendError> {
+        self.push(Kind::Invoke, &Invoke { call, callback }, payload, fds)
+    }
+
+    fn push<M: serde::Serialize>(&mut self, kind: Kind, meta: &M, payload: &[u8], fds: Vec<FdHandle>) -> Result<(), SendError> {
+        if self.state == State::Closed {
+            self.release(fds);
+            return Err(SendError::Closed);
+        }
         let was_empty = self.out.is_empty();
         match self.out.push(kind as u8, meta, payload, fds) {
             Ok(()) => {
@@ -223,8 +361,7 @@ impl Worker {
                 Ok(())
             }
             Err((e, fds)) => {
-                self.outputs
-                    .extend(fds.into_iter().map(WorkerOutput::ReleaseFd));
+                self.release(fds);
                 Err(e.into())
             }
         }
@@ -237,15 +374,13 @@ impl Worker {
                 Ok(None) => return,
                 Err(e) => return self.close(CloseReason::Decode(e)),
             };
-            let msg = match Message::parse(frame) {
-                Ok(m) => m,
+            match Message::parse(frame) {
+                Ok(msg) => self.on_message(msg),
                 Err((e, fds)) => {
-                    self.outputs
-                        .extend(fds.into_iter().map(WorkerOutput::ReleaseFd));
+                    self.release(fds);
                     return self.close(CloseReason::Decode(e));
                 }
-            };
-            self.on_message(msg);
+            }
         }
     }
 
@@ -253,41 +388,68 @@ impl Worker {
         match (self.state, msg) {
             (State::Handshaking, Message::Welcome(w)) => {
                 if w.version != wire::PROTOCOL_VERSION {
-                    return self.close(CloseReason::VersionMismatch {
-                        ours: wire::PROTOCOL_VERSION,
-                        theirs: w.version,
-                    });
+                    return self.close(CloseReason::VersionMismatch { ours: wire::PROTOCOL_VERSION, theirs: w.version });
                 }
                 self.dec.set_max_body(w.settings.max_body);
                 self.out.set_max_body(w.settings.max_body);
+                self.requests.default_timeout = Duration::from_millis(w.settings.request_timeout_ms);
                 self.state = State::Running;
                 self.welcome = Some(w.clone());
-                self.outputs
-                    .push_back(WorkerOutput::Event(WorkerEvent::Welcome(w)));
+                self.event(WorkerEvent::Welcome(w));
             }
             (State::Handshaking, Message::Reject(r)) => {
-                self.close(CloseReason::Rejected {
-                    kingpin_version: r.version,
-                    reason: r.reason,
-                });
+                self.close(CloseReason::Rejected { kingpin_version: r.version, reason: r.reason });
             }
             (State::Running, Message::Deliver(Deliver { from, ns, name }, payload, fds)) => {
-                let event = WorkerEvent::Message {
-                    from,
-                    ns,
-                    name,
-                    payload,
-                    fds,
-                };
-                self.outputs.push_back(WorkerOutput::Event(event));
+                self.event(WorkerEvent::Message { from, ns, name, payload, fds });
             }
-            (_, Message::Send(_, _, fds) | Message::Deliver(_, _, fds)) => {
-                self.outputs
-                    .extend(fds.into_iter().map(WorkerOutput::ReleaseFd));
+            (State::Running, Message::Call(Call { id, from, ns, name, callbacks, .. }, payload, fds)) => {
+                self.incoming.insert(id);
+                self.event(WorkerEvent::Request { call: id, from, ns, name, payload, fds, callbacks });
+            }
+            (State::Running, Message::Cancel(Cancel { id })) => {
+                if self.incoming.remove(&id) {
+                    self.event(WorkerEvent::Cancelled { call: id });
+                }
+            }
+            (State::Running, Message::Reply(Reply { id, result }, payload, fds)) => {
+                if !self.requests.close(id, true) {
+                    return self.release(fds);
+                }
+                let result = match result {
+                    Ok(()) => Ok((payload, fds)),
+                    Err(f) => {
+                        self.release(fds);
+                        Err(RequestError::from(f))
+                    }
+                };
+                self.event(WorkerEvent::Reply { id, result });
+            }
+            (State::Running, Message::Invoke(Invoke { call, callback }, payload, fds)) => {
+                if self.requests.invoke(call, callback) {
+                    self.event(WorkerEvent::Callback { callback, payload, fds });
+                } else {
+                    self.release(fds);
+                }
+            }
+            (State::Running, Message::Release(Release { call })) => {
+                for callback in self.requests.release_callbacks(call) {
+                    self.event(WorkerEvent::CallbackReleased { callback });
+                }
+            }
+            (_, msg) => {
+                self.release(msg.into_fds());
                 self.close(CloseReason::Protocol("unexpected frame for this state"));
             }
-            (_, _) => self.close(CloseReason::Protocol("unexpected frame for this state")),
         }
+    }
+
+    fn event(&mut self, e: WorkerEvent) {
+        self.outputs.push_back(WorkerOutput::Event(e));
+    }
+
+    fn release(&mut self, fds: Vec<FdHandle>) {
+        self.outputs.extend(fds.into_iter().map(WorkerOutput::ReleaseFd));
     }
 
     fn close(&mut self, reason: CloseReason) {
@@ -296,8 +458,15 @@ impl Worker {
         }
         self.state = State::Closed;
         let leftover: Vec<FdHandle> = self.dec.drain_fds().chain(self.out.clear()).collect();
-        self.outputs
-            .extend(leftover.into_iter().map(WorkerOutput::ReleaseFd));
+        self.release(leftover);
+        let ended = self.requests.fail_all();
+        for id in ended.requests {
+            self.event(WorkerEvent::Reply { id, result: Err(RequestError::PeerGone) });
+        }
+        for callback in ended.callbacks {
+            self.event(WorkerEvent::CallbackReleased { callback });
+        }
+        self.incoming.clear();
         self.outputs.push_back(WorkerOutput::Closed(reason));
     }
 }

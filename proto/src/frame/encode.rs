@@ -131,29 +131,9 @@ impl OutBuf {
         }
         self.compact();
         let start = self.buf.len();
-        self.buf.extend_from_slice(&[0; HEADER_LEN]);
-        if postcard::serialize_with_flavor(meta, VecFlavor(&mut self.buf)).is_err() {
-            self.buf.truncate(start);
-            return Err((EncodeError::Serialize, fds));
+        if let Err(e) = write_frame(&mut self.buf, kind, meta, payload, fds.len(), self.max_body) {
+            return Err((e, fds));
         }
-        let len = self.buf.len() - start - HEADER_LEN + payload.len();
-        if len > self.max_body as usize {
-            self.buf.truncate(start);
-            return Err((
-                EncodeError::TooLarge {
-                    len,
-                    max: self.max_body,
-                },
-                fds,
-            ));
-        }
-        self.buf.extend_from_slice(payload);
-        let header = Header {
-            len: len as u32,
-            kind,
-            fds: fds.len() as u8,
-        };
-        self.buf[start..start + HEADER_LEN].copy_from_slice(&header.encode());
         if !fds.is_empty() {
             self.marks.push_back((self.base + start as u64, fds));
         }
@@ -209,6 +189,15 @@ impl OutBuf {
         self.marks.drain(..).flat_map(|(_, f)| f)
     }
 
+    /// Appends one frame already encoded by [`encode_frame`], with its fds.
+    pub fn push_encoded(&mut self, frame: &[u8], fds: Vec<FdHandle>) {
+        self.compact();
+        if !fds.is_empty() {
+            self.marks.push_back((self.base + self.buf.len() as u64, fds));
+        }
+        self.buf.extend_from_slice(frame);
+    }
+
     /// Moves every frame queued in `other` to the end of this queue.
     pub fn append(&mut self, other: &mut OutBuf) {
         self.compact();
@@ -238,6 +227,36 @@ impl OutBuf {
             self.head = 0;
         }
     }
+}
+
+/// Encodes one frame (header, `meta` in postcard, `payload`) into a new
+/// buffer, for frames that wait before they join a link's queue.
+pub fn encode_frame<M: Serialize + ?Sized>(kind: u8, meta: &M, payload: &[u8], fds: usize, max_body: u32) -> Result<Vec<u8>, EncodeError> {
+    if fds > MAX_FDS_PER_FRAME {
+        return Err(EncodeError::TooManyFds { count: fds });
+    }
+    let mut buf = Vec::with_capacity(HEADER_LEN + 32 + payload.len());
+    write_frame(&mut buf, kind, meta, payload, fds, max_body)?;
+    Ok(buf)
+}
+
+/// Appends a frame to `buf`; on error `buf` is as it was.
+fn write_frame<M: Serialize + ?Sized>(buf: &mut Vec<u8>, kind: u8, meta: &M, payload: &[u8], fds: usize, max_body: u32) -> Result<(), EncodeError> {
+    let start = buf.len();
+    buf.extend_from_slice(&[0; HEADER_LEN]);
+    if postcard::serialize_with_flavor(meta, VecFlavor(buf)).is_err() {
+        buf.truncate(start);
+        return Err(EncodeError::Serialize);
+    }
+    let len = buf.len() - start - HEADER_LEN + payload.len();
+    if len > max_body as usize {
+        buf.truncate(start);
+        return Err(EncodeError::TooLarge { len, max: max_body });
+    }
+    buf.extend_from_slice(payload);
+    let header = Header { len: len as u32, kind, fds: fds as u8 };
+    buf[start..start + HEADER_LEN].copy_from_slice(&header.encode());
+    Ok(())
 }
 
 /// postcard output straight into the link's buffer.

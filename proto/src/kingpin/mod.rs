@@ -1,21 +1,34 @@
 //! The kingpin's state machine: supervision of every worker slot, the
-//! handshake on every link, and routing of messages between links.
+//! handshake on every link, and routing of messages, requests, replies and
+//! callbacks between links.
+//!
+//! Split by job: this file holds the types, the inputs and the outputs;
+//! [`link`] one link's queues; [`route`] how a target picks links;
+//! [`calls`] requests in flight and what ends them.
+
+mod calls;
+mod link;
+mod route;
 
 use crate::config::KingpinConfig;
-use crate::error::{CloseReason, SendError};
+use crate::error::{CloseReason, RespondError, SendError};
 use crate::fd::FdHandle;
-use crate::frame::{Decoder, OutBuf, Transmit};
+use crate::frame::Transmit;
+use crate::requester::{LateCounts, RequestError, Requester};
 use crate::time::Instant;
-use crate::wire::{
-    self, Deliver, Hello, Kind, Message, Reject, Send, Settings, Source, Target, Welcome,
-};
+use crate::wire::{self, Failure, Hello, Kind, Message, Reject, Send, Settings, Source, Target, Welcome};
 use alloc::collections::{BTreeMap, VecDeque};
 use alloc::format;
-use alloc::string::{String, ToString};
+use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use bytes::Bytes;
+use calls::CallEntry;
+use core::time::Duration;
+use link::Link;
 use slab::Slab;
+
+use crate::deadlines::Deadlines;
 
 /// Identifies one link (one worker process's socket) for its whole life.
 ///
@@ -42,6 +55,10 @@ impl LinkId {
     fn generation(self) -> u32 {
         (self.0 >> 32) as u32
     }
+}
+
+fn make_id(key: usize, generation: u32) -> LinkId {
+    LinkId((u64::from(generation) << 32) | key as u64)
 }
 
 /// How a worker process ended.
@@ -118,7 +135,46 @@ pub enum Event {
         /// fds that came with it; the application owns them now.
         fds: Vec<FdHandle>,
     },
-    /// A worker's message could not be routed and was dropped.
+    /// A worker sent a request to the kingpin: answer it with
+    /// [`Kingpin::respond`], exactly once.
+    Request {
+        /// The requester.
+        from: WorkerInfo,
+        /// The requester's id for it.
+        id: u64,
+        /// Namespace.
+        ns: String,
+        /// Name.
+        name: String,
+        /// Application payload.
+        payload: Bytes,
+        /// fds that came with it.
+        fds: Vec<FdHandle>,
+        /// Callbacks the kingpin may invoke with [`Kingpin::invoke`].
+        callbacks: Vec<u64>,
+    },
+    /// One of the kingpin's own requests ended.
+    Reply {
+        /// Its id, as [`Kingpin::request`] returned it.
+        id: u64,
+        /// The reply's payload and fds, or why there is none.
+        result: Result<(Bytes, Vec<FdHandle>), RequestError>,
+    },
+    /// A callback the kingpin passed was invoked (it is released now).
+    Callback {
+        /// The callback's id.
+        callback: u64,
+        /// Payload.
+        payload: Bytes,
+        /// fds that came with it.
+        fds: Vec<FdHandle>,
+    },
+    /// A callback the kingpin passed will never be invoked.
+    CallbackReleased {
+        /// The callback's id.
+        callback: u64,
+    },
+    /// A worker's one-way message could not be routed and was dropped.
     Undeliverable {
         /// The sender.
         from: WorkerInfo,
@@ -155,16 +211,20 @@ pub enum Output {
     Event(Event),
 }
 
-struct Link {
-    generation: u32,
-    info: WorkerInfo,
-    role: usize,
-    phase: Phase,
-    dec: Decoder,
-    out: OutBuf,
-    /// Frames for a worker that has not finished its handshake.
-    early: OutBuf,
-    deadline: Option<Instant>,
+/// Sizes of the kingpin's tables, for tests and health reports: all zero
+/// when nothing is in flight.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Pending {
+    /// The kingpin's own open requests.
+    pub requests: usize,
+    /// Live callbacks the kingpin passed.
+    pub callbacks: usize,
+    /// Requests in flight to workers (the kingpin's own and forwarded).
+    pub calls: usize,
+    /// Workers' requests to the kingpin not yet answered.
+    pub incoming: usize,
+    /// Frames waiting for workers that are still starting.
+    pub early: usize,
 }
 
 struct Slot {
@@ -181,10 +241,13 @@ struct Role {
 /// The kingpin-side protocol state machine (one per kingpin process).
 ///
 /// Methods come in four kinds, as in quinn-proto:
-/// - getters ([`Kingpin::workers`], [`Kingpin::poll_timeout`]);
+/// - getters ([`Kingpin::workers`], [`Kingpin::pending`],
+///   [`Kingpin::poll_timeout`]);
 /// - `handle_*`: inputs from the runtime (bytes read, a link down, a child
 ///   spawned or exited, a timer);
-/// - mutators from the application ([`Kingpin::send`]);
+/// - mutators from the application ([`Kingpin::send`],
+///   [`Kingpin::request`], [`Kingpin::respond`], [`Kingpin::invoke`],
+///   [`Kingpin::cancel`]);
 /// - `poll_*`: outputs ([`Kingpin::poll_output`], [`Kingpin::poll_transmit`]).
 ///
 /// After any `handle_*` or mutator call the runtime drains `poll_output`
@@ -212,6 +275,8 @@ pub struct Kingpin {
     next_worker: u64,
     pids: BTreeMap<u32, LinkId>,
     outputs: VecDeque<Output>,
+    requests: Requester,
+    calls: Deadlines<CallEntry>,
 }
 
 impl Kingpin {
@@ -222,16 +287,12 @@ impl Kingpin {
             .iter()
             .map(|r| Role {
                 name: Arc::from(r.name.as_str()),
-                slots: (0..r.workers)
-                    .map(|_| Slot {
-                        link: None,
-                        respawn_at: None,
-                    })
-                    .collect(),
+                slots: (0..r.workers).map(|_| Slot { link: None, respawn_at: None }).collect(),
                 next_any: 0,
             })
             .collect();
         let mut k = Kingpin {
+            requests: Requester::new(config.request_timeout),
             config,
             roles,
             links: Slab::new(),
@@ -239,6 +300,7 @@ impl Kingpin {
             next_worker: 1,
             pids: BTreeMap::new(),
             outputs: VecDeque::new(),
+            calls: Deadlines::new(),
         };
         for role in 0..k.roles.len() {
             for slot in 0..k.roles[role].slots.len() {
@@ -263,14 +325,30 @@ impl Kingpin {
         self.link(link).map(|l| (&l.info, l.phase))
     }
 
+    /// Requests in flight to `link` (the load "any one of a role" balances).
+    pub fn in_flight(&self, link: LinkId) -> Option<u32> {
+        self.link(link).map(|l| l.inflight)
+    }
+
+    /// Sizes of the request, callback and queue tables.
+    pub fn pending(&self) -> Pending {
+        let (requests, callbacks) = self.requests.counts();
+        let (incoming, early) =
+            self.links.iter().fold((0, 0), |(i, e), (_, l)| (i + l.incoming.len(), e + l.early.len()));
+        Pending { requests, callbacks, calls: self.calls.len(), incoming, early }
+    }
+
+    /// Late replies and invocations dropped so far.
+    pub fn late_counts(&self) -> LateCounts {
+        self.requests.late
+    }
+
     /// The earliest instant at which [`Kingpin::handle_timeout`] has work.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let links = self.links.iter().filter_map(|(_, l)| l.deadline);
-        let slots = self
-            .roles
-            .iter()
-            .flat_map(|r| r.slots.iter().filter_map(|s| s.respawn_at));
-        links.chain(slots).min()
+        let slots = self.roles.iter().flat_map(|r| r.slots.iter().filter_map(|s| s.respawn_at));
+        let tables = [self.requests.next_deadline(), self.calls.next_deadline()].into_iter().flatten();
+        links.chain(slots).chain(tables).min()
     }
 
     /// The next output, if any.
@@ -304,8 +382,7 @@ impl Kingpin {
         l.deadline = Some(deadline);
         let info = l.info.clone();
         self.pids.insert(pid, link);
-        self.outputs
-            .push_back(Output::Event(Event::WorkerSpawned(info)));
+        self.event(Event::WorkerSpawned(info));
     }
 
     /// The runtime could not start the process for `link`; the slot is
@@ -316,6 +393,7 @@ impl Kingpin {
             return;
         }
         let (role, slot) = (l.role, l.info.slot);
+        self.close(link, CloseReason::Transport("spawn failed"), None);
         self.remove_link(link);
         let retry = now + self.config.spawn_retry;
         if let Some(s) = self.roles[role].slots.get_mut(slot as usize) {
@@ -326,60 +404,49 @@ impl Kingpin {
 
     /// Bytes (and the fds that came with them) read from `link`.
     pub fn handle_read(&mut self, link: LinkId, bytes: &[u8], fds: Vec<FdHandle>, now: Instant) {
-        let _ = now;
         let Some(l) = self.link_mut(link) else {
             self.release(fds);
             return;
         };
-        if l.phase == Phase::Closing || l.phase == Phase::Spawning {
+        if l.phase == Phase::Closing {
             self.release(fds);
             return;
         }
         l.dec.handle_read(bytes, fds);
-        self.process(link);
+        self.process(link, now);
     }
 
     /// The link reached end of stream, or failed to read or write.
     pub fn handle_eof(&mut self, link: LinkId, now: Instant) {
-        let _ = now;
         let Some(l) = self.link_mut(link) else { return };
-        if l.phase == Phase::Closing || l.phase == Phase::Spawning {
+        if l.phase == Phase::Closing {
             return;
         }
         l.dec.handle_eof();
-        self.process(link);
-        if self.link(link).is_some_and(|l| l.phase != Phase::Closing) {
-            self.close(link, CloseReason::Eof, None);
-        }
+        self.process(link, now);
+        self.close(link, CloseReason::Eof, None);
     }
 
     /// The runtime could not read or write `link` (`what` says why, e.g.
     /// "control data truncated"). The link is closed and its process killed.
     pub fn handle_link_error(&mut self, link: LinkId, what: &'static str, now: Instant) {
         let _ = now;
-        if self.link(link).is_some_and(|l| l.phase != Phase::Spawning) {
-            self.close(link, CloseReason::Transport(what), None);
-        }
+        self.close(link, CloseReason::Transport(what), None);
     }
 
     /// A child process was reaped. Read whatever its link still holds before
     /// calling this, so that its last messages are not lost.
     pub fn handle_exited(&mut self, pid: u32, status: ExitStatus, now: Instant) {
-        let Some(link) = self.pids.remove(&pid) else {
-            return;
-        };
+        let _ = now;
+        let Some(link) = self.pids.remove(&pid) else { return };
         let Some(l) = self.link(link) else { return };
         let (role, slot) = (l.role, l.info.slot);
-        if l.phase != Phase::Closing {
-            self.close(link, CloseReason::Exited, None);
-        }
+        self.close(link, CloseReason::Exited, None);
         if let Some(l) = self.link(link) {
             let info = l.info.clone();
-            self.outputs
-                .push_back(Output::Event(Event::WorkerExited(info, status)));
+            self.event(Event::WorkerExited(info, status));
         }
         self.remove_link(link);
-        let _ = now;
         if let Some(s) = self.roles[role].slots.get_mut(slot as usize)
             && s.link == Some(link)
         {
@@ -388,8 +455,10 @@ impl Kingpin {
         }
     }
 
-    /// Timers: handshake deadlines and delayed respawns that are due.
+    /// Timers: request and call deadlines, handshake deadlines and delayed
+    /// respawns that are due. An early call does nothing.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.expire_calls(now);
         let overdue: Vec<LinkId> = self
             .links
             .iter()
@@ -397,9 +466,6 @@ impl Kingpin {
             .map(|(key, l)| make_id(key, l.generation))
             .collect();
         for link in overdue {
-            if let Some(l) = self.link_mut(link) {
-                l.deadline = None;
-            }
             self.close(link, CloseReason::HandshakeTimeout, None);
         }
         for role in 0..self.roles.len() {
@@ -418,163 +484,76 @@ impl Kingpin {
     /// All, role and pid targets include workers that are still starting: their
     /// messages wait, in order, until the handshake ends. fds can go to one
     /// recipient only. On error the fds are released.
-    pub fn send(
+    pub fn send(&mut self, to: Target, ns: &str, name: &str, payload: &[u8], fds: Vec<FdHandle>) -> Result<(), SendError> {
+        self.route_send(None, to, ns, name, payload, fds)
+    }
+
+    /// Sends a request from the kingpin to one worker ([`Target::Any`] or
+    /// [`Target::Pid`]). Its end comes back as exactly one [`Event::Reply`]
+    /// with the returned id; `timeout` (default
+    /// [`KingpinConfig::request_timeout`]) runs from now. `callbacks` callback
+    /// ids are allocated and returned. A target with no route is an error
+    /// here, at once.
+    #[allow(clippy::too_many_arguments)]
+    pub fn request(
         &mut self,
         to: Target,
         ns: &str,
         name: &str,
         payload: &[u8],
         fds: Vec<FdHandle>,
-    ) -> Result<(), SendError> {
-        self.route(None, to, ns, name, payload, fds)
+        timeout: Option<Duration>,
+        callbacks: usize,
+        now: Instant,
+    ) -> Result<(u64, Vec<u64>), SendError> {
+        let (id, deadline, cbs) = self.requests.open(now, timeout, callbacks);
+        let timeout_ms = crate::requester::millis(deadline.saturating_duration_since(now));
+        let call = calls::NewCall { id, from: Source::Kingpin, ns, name, timeout_ms, callbacks: &cbs };
+        match self.dispatch_call(None, &to, &call, payload, fds) {
+            Ok(target) => {
+                self.calls.insert(id, Instant::MAX, CallEntry::Own { target });
+                Ok((id, cbs))
+            }
+            Err(failure) => {
+                self.requests.close(id, false);
+                self.requests.release_callbacks(id);
+                Err(match failure {
+                    Failure::Backpressure => SendError::Backpressure,
+                    Failure::NotExported => SendError::NotExported,
+                    _ => SendError::NoRoute,
+                })
+            }
+        }
     }
 
-    fn route(
-        &mut self,
-        from: Option<LinkId>,
-        to: Target,
-        ns: &str,
-        name: &str,
-        payload: &[u8],
-        fds: Vec<FdHandle>,
-    ) -> Result<(), SendError> {
-        let recipients = match self.resolve(from, &to) {
-            Ok(r) => r,
-            Err(e) => {
-                self.release(fds);
-                return Err(e);
-            }
-        };
-        if recipients.len() > 1 && !fds.is_empty() {
+    /// Ends the kingpin's request `id` now as [`RequestError::Cancelled`] and
+    /// tells its worker to stop. False if it had already ended.
+    pub fn cancel(&mut self, id: u64) -> bool {
+        if !self.requests.close(id, false) {
+            return false;
+        }
+        self.end_own_call(id);
+        self.event(Event::Reply { id, result: Err(RequestError::Cancelled) });
+        true
+    }
+
+    /// Answers request `id` from the worker on `link`. A second answer is
+    /// [`RespondError::NotPending`]; so is an answer to a worker that is gone.
+    pub fn respond(&mut self, link: LinkId, id: u64, result: Result<(), Failure>, payload: &[u8], fds: Vec<FdHandle>) -> Result<(), RespondError> {
+        if !self.link_mut(link).is_some_and(|l| l.incoming.remove(&id)) {
             self.release(fds);
-            return Err(SendError::FdsToMany);
+            return Err(RespondError::NotPending);
         }
-        let source = match from.and_then(|f| self.link(f)) {
-            Some(l) => Source::Worker {
-                id: l.info.id,
-                pid: l.info.pid,
-            },
-            None => Source::Kingpin,
-        };
-        let meta = Deliver {
-            from: source,
-            ns: ns.to_string(),
-            name: name.to_string(),
-        };
-        let mut fds = Some(fds);
-        let mut result = Ok(());
-        for link in recipients {
-            let fds = fds.take().unwrap_or_default();
-            if let Err(e) = self.push(link, Kind::Deliver, &meta, payload, fds) {
-                result = Err(e);
-            }
-        }
-        result
+        let reply = wire::Reply { id, result };
+        self.push(link, Kind::Reply, &reply, payload, fds).map_err(RespondError::Send)
     }
 
-    /// The links a target names. Errors if it names none.
-    fn resolve(&mut self, from: Option<LinkId>, to: &Target) -> Result<Vec<LinkId>, SendError> {
-        let live = |l: &Link| matches!(l.phase, Phase::Spawning | Phase::Handshaking | Phase::Up);
-        let mut out = Vec::new();
-        match to {
-            Target::Kingpin => return Err(SendError::NoRoute),
-            Target::All { include_sender } => {
-                for (key, l) in self.links.iter() {
-                    let id = make_id(key, l.generation);
-                    if live(l) && (*include_sender || Some(id) != from) {
-                        out.push(id);
-                    }
-                }
-            }
-            Target::Role(name) => {
-                let role = self.role_index(name).ok_or(SendError::NoRoute)?;
-                for s in &self.roles[role].slots {
-                    if let Some(id) = s.link.filter(|id| self.link(*id).is_some_and(live)) {
-                        out.push(id);
-                    }
-                }
-            }
-            Target::Any(name) => {
-                let role = self.role_index(name).ok_or(SendError::NoRoute)?;
-                let n = self.roles[role].slots.len();
-                let start = self.roles[role].next_any;
-                // Prefer a worker that is up; fall back to one that is starting.
-                for want_up in [true, false] {
-                    for i in 0..n {
-                        let slot = (start + i) % n;
-                        let Some(id) = self.roles[role].slots[slot].link else {
-                            continue;
-                        };
-                        let Some(l) = self.link(id) else { continue };
-                        if live(l) && (!want_up || l.phase == Phase::Up) {
-                            self.roles[role].next_any = slot + 1;
-                            return Ok(alloc::vec![id]);
-                        }
-                    }
-                }
-            }
-            Target::Pid(pid) => {
-                if let Some(id) = self
-                    .pids
-                    .get(pid)
-                    .copied()
-                    .filter(|id| self.link(*id).is_some_and(live))
-                {
-                    out.push(id);
-                }
-            }
-        }
-        if out.is_empty() {
-            Err(SendError::NoRoute)
-        } else {
-            Ok(out)
-        }
+    /// Invokes callback `callback` of request `id` from the worker on `link`.
+    pub fn invoke(&mut self, link: LinkId, id: u64, callback: u64, payload: &[u8], fds: Vec<FdHandle>) -> Result<(), SendError> {
+        self.push(link, Kind::Invoke, &wire::Invoke { call: id, callback }, payload, fds)
     }
 
-    fn role_index(&self, name: &str) -> Option<usize> {
-        self.roles.iter().position(|r| &*r.name == name)
-    }
-
-    /// Queues a frame for `link`: on the wire if it is up, else in its early
-    /// queue. On error the fds are released.
-    fn push<M: serde::Serialize>(
-        &mut self,
-        link: LinkId,
-        kind: Kind,
-        meta: &M,
-        payload: &[u8],
-        fds: Vec<FdHandle>,
-    ) -> Result<(), SendError> {
-        let limit = self.config.early_queue_limit;
-        let Some(l) = self.link_mut(link) else {
-            self.release(fds);
-            return Err(SendError::Closed);
-        };
-        let result = match l.phase {
-            Phase::Up => {
-                let was_empty = l.out.is_empty();
-                let r = l.out.push(kind as u8, meta, payload, fds);
-                if r.is_ok() && was_empty {
-                    self.outputs.push_back(Output::Transmit(link));
-                }
-                r.map_err(|(e, fds)| (SendError::Encode(e), fds))
-            }
-            Phase::Spawning | Phase::Handshaking if l.early.len() + payload.len() > limit => {
-                Err((SendError::Backpressure, fds))
-            }
-            Phase::Spawning | Phase::Handshaking => l
-                .early
-                .push(kind as u8, meta, payload, fds)
-                .map_err(|(e, fds)| (SendError::Encode(e), fds)),
-            Phase::Closing => Err((SendError::Closed, fds)),
-        };
-        result.map_err(|(e, fds)| {
-            self.release(fds);
-            e
-        })
-    }
-
-    fn process(&mut self, link: LinkId) {
+    fn process(&mut self, link: LinkId, now: Instant) {
         loop {
             let Some(l) = self.link_mut(link) else { return };
             if l.phase == Phase::Closing {
@@ -586,7 +565,7 @@ impl Kingpin {
                 Err(e) => return self.close(link, CloseReason::Decode(e), None),
             };
             match Message::parse(frame) {
-                Ok(msg) => self.on_message(link, msg),
+                Ok(msg) => self.on_message(link, msg, now),
                 Err((e, fds)) => {
                     self.release(fds);
                     return self.close(link, CloseReason::Decode(e), None);
@@ -595,54 +574,29 @@ impl Kingpin {
         }
     }
 
-    fn on_message(&mut self, link: LinkId, msg: Message) {
+    fn on_message(&mut self, link: LinkId, msg: Message, now: Instant) {
         let Some(l) = self.link(link) else { return };
         match (l.phase, msg) {
-            (Phase::Handshaking, Message::Hello(hello)) => self.on_hello(link, hello),
+            (Phase::Handshaking | Phase::Spawning, Message::Hello(hello)) => self.on_hello(link, hello),
             (Phase::Up, Message::Send(Send { to, ns, name }, payload, fds)) => {
                 let from = l.info.clone();
                 if to == Target::Kingpin {
-                    let event = Event::Message {
-                        from,
-                        ns,
-                        name,
-                        payload,
-                        fds,
-                    };
-                    self.outputs.push_back(Output::Event(event));
-                } else if let Err(error) =
-                    self.route(Some(link), to.clone(), &ns, &name, &payload, fds)
-                {
-                    self.outputs
-                        .push_back(Output::Event(Event::Undeliverable { from, to, error }));
+                    self.event(Event::Message { from, ns, name, payload, fds });
+                } else if let Err(error) = self.route_send(Some(link), to.clone(), &ns, &name, &payload, fds) {
+                    self.event(Event::Undeliverable { from, to, error });
                 }
             }
-            (Phase::Handshaking, Message::Send(_, _, fds)) => {
-                self.release(fds);
-                self.close(
-                    link,
-                    CloseReason::Protocol("first frame must be Hello"),
-                    None,
-                );
+            (Phase::Up, Message::Request(req, payload, fds)) => self.on_request(link, req, payload, fds, now),
+            (Phase::Up, Message::Reply(reply, payload, fds)) => self.on_reply(link, reply, payload, fds),
+            (Phase::Up, Message::Invoke(invoke, payload, fds)) => self.on_invoke(link, invoke, payload, fds),
+            (Phase::Handshaking | Phase::Spawning, msg) => {
+                self.release(msg.into_fds());
+                self.close(link, CloseReason::Protocol("first frame must be Hello"), None);
             }
-            (_, Message::Send(_, _, fds) | Message::Deliver(_, _, fds)) => {
-                self.release(fds);
-                self.close(
-                    link,
-                    CloseReason::Protocol("frame kind not accepted from a worker"),
-                    None,
-                );
+            (_, msg) => {
+                self.release(msg.into_fds());
+                self.close(link, CloseReason::Protocol("frame kind not accepted from a worker"), None);
             }
-            (Phase::Handshaking, _) => self.close(
-                link,
-                CloseReason::Protocol("first frame must be Hello"),
-                None,
-            ),
-            (_, _) => self.close(
-                link,
-                CloseReason::Protocol("frame kind not accepted from a worker"),
-                None,
-            ),
         }
     }
 
@@ -652,67 +606,41 @@ impl Kingpin {
             return self.close(link, CloseReason::BadMagic, None);
         }
         if hello.version != ours {
-            let reason = format!(
-                "worker speaks protocol {}, kingpin speaks {ours}",
-                hello.version
-            );
-            let reject = Reject {
-                version: ours,
-                reason,
-            };
-            return self.close(
-                link,
-                CloseReason::VersionMismatch {
-                    ours,
-                    theirs: hello.version,
-                },
-                Some(reject),
-            );
+            let reason = format!("worker speaks protocol {}, kingpin speaks {ours}", hello.version);
+            let reject = Reject { version: ours, reason };
+            return self.close(link, CloseReason::VersionMismatch { ours, theirs: hello.version }, Some(reject));
         }
         let settings = Settings {
             app: self.config.app.clone(),
             max_body: self.config.max_body,
+            request_timeout_ms: crate::requester::millis(self.config.request_timeout),
         };
         let Some(l) = self.link_mut(link) else { return };
         if *l.info.role != *hello.role || l.info.slot != hello.slot {
-            let reason = format!(
-                "started as {}#{}, hello says {}#{}",
-                l.info.role, l.info.slot, hello.role, hello.slot
-            );
-            let reject = Reject {
-                version: ours,
-                reason,
-            };
-            return self.close(
-                link,
-                CloseReason::Protocol("hello names another role or slot"),
-                Some(reject),
-            );
+            let reason = format!("started as {}#{}, hello says {}#{}", l.info.role, l.info.slot, hello.role, hello.slot);
+            let reject = Reject { version: ours, reason };
+            return self.close(link, CloseReason::Protocol("hello names another role or slot"), Some(reject));
         }
-        let welcome = Welcome {
-            version: ours,
-            worker: l.info.id,
-            settings,
-        };
+        let welcome = Welcome { version: ours, worker: l.info.id, settings };
+        if l.out.push(Kind::Welcome as u8, &welcome, &[], Vec::new()).is_err() {
+            return self.close(link, CloseReason::Protocol("welcome does not fit the frame size limit"), None);
+        }
         l.phase = Phase::Up;
         l.deadline = None;
-        let was_empty = l.out.is_empty();
-        if l.out
-            .push(Kind::Welcome as u8, &welcome, &[], Vec::new())
-            .is_ok()
-        {
-            l.out.append(&mut l.early);
+        l.exports = hello.exports;
+        for early in core::mem::take(&mut l.early) {
+            l.out.push_encoded(&early.frame, early.fds);
         }
+        l.early_bytes = 0;
         let info = l.info.clone();
-        if was_empty {
-            self.outputs.push_back(Output::Transmit(link));
-        }
-        self.outputs.push_back(Output::Event(Event::WorkerUp(info)));
+        self.outputs.push_back(Output::Transmit(link));
+        self.event(Event::WorkerUp(info));
     }
 
-    /// Closes a link: releases every fd it holds, optionally queues a farewell
-    /// frame, asks the runtime to close the socket and, if the process may
-    /// still run, to kill it.
+    /// Closes a link: releases every fd it holds, ends or reroutes whatever
+    /// was in flight through it, optionally queues a farewell frame, asks the
+    /// runtime to close the socket and, if the process may still run, to kill
+    /// it.
     fn close(&mut self, link: LinkId, reason: CloseReason, farewell: Option<Reject>) {
         let Some(l) = self.link_mut(link) else { return };
         if l.phase == Phase::Closing {
@@ -721,29 +649,23 @@ impl Kingpin {
         let had_process = l.phase != Phase::Spawning;
         l.phase = Phase::Closing;
         l.deadline = None;
-        let leftover: Vec<FdHandle> = l
-            .dec
-            .drain_fds()
-            .chain(l.out.clear())
-            .chain(l.early.clear())
-            .collect();
+        l.incoming.clear();
+        let leftover: Vec<FdHandle> = l.dec.drain_fds().chain(l.out.clear()).collect();
+        let early = core::mem::take(&mut l.early);
+        l.early_bytes = 0;
         if let Some(reject) = farewell {
-            l.out
-                .push(Kind::Reject as u8, &reject, &[], Vec::new())
-                .ok();
+            l.out.push(Kind::Reject as u8, &reject, &[], Vec::new()).ok();
         }
         let info = l.info.clone();
         self.release(leftover);
         self.outputs.push_back(Output::CloseLink(link));
+        self.reroute_early(early);
+        self.fail_calls_through(link);
         if reason != CloseReason::Exited {
             if had_process && self.pids.contains_key(&info.pid) {
-                self.outputs.push_back(Output::Kill {
-                    pid: info.pid,
-                    link,
-                });
+                self.outputs.push_back(Output::Kill { pid: info.pid, link });
             }
-            self.outputs
-                .push_back(Output::Event(Event::LinkClosed(info, reason)));
+            self.event(Event::LinkClosed(info, reason));
         }
     }
 
@@ -754,30 +676,10 @@ impl Kingpin {
         self.next_worker += 1;
         let entry = self.links.vacant_entry();
         let link = make_id(entry.key(), generation);
-        let info = WorkerInfo {
-            id: worker,
-            link,
-            role: self.roles[role].name.clone(),
-            slot,
-            pid: 0,
-        };
-        entry.insert(Link {
-            generation,
-            info: info.clone(),
-            role,
-            phase: Phase::Spawning,
-            dec: Decoder::new(self.config.max_body),
-            out: OutBuf::new(self.config.max_body),
-            early: OutBuf::new(self.config.max_body),
-            deadline: None,
-        });
+        let info = WorkerInfo { id: worker, link, role: self.roles[role].name.clone(), slot, pid: 0 };
+        entry.insert(Link::new(generation, info.clone(), role, self.config.max_body));
         self.roles[role].slots[slot as usize].link = Some(link);
-        self.outputs.push_back(Output::Spawn(Spawn {
-            link,
-            worker,
-            role: info.role,
-            slot,
-        }));
+        self.outputs.push_back(Output::Spawn(Spawn { link, worker, role: info.role, slot }));
     }
 
     fn remove_link(&mut self, link: LinkId) {
@@ -789,23 +691,23 @@ impl Kingpin {
         }
     }
 
+    fn event(&mut self, e: Event) {
+        self.outputs.push_back(Output::Event(e));
+    }
+
     fn release(&mut self, fds: impl IntoIterator<Item = FdHandle>) {
         self.outputs.extend(fds.into_iter().map(Output::ReleaseFd));
     }
 
     fn link(&self, id: LinkId) -> Option<&Link> {
-        self.links
-            .get(id.index())
-            .filter(|l| l.generation == id.generation())
+        self.links.get(id.index()).filter(|l| l.generation == id.generation())
     }
 
     fn link_mut(&mut self, id: LinkId) -> Option<&mut Link> {
-        self.links
-            .get_mut(id.index())
-            .filter(|l| l.generation == id.generation())
+        self.links.get_mut(id.index()).filter(|l| l.generation == id.generation())
     }
-}
 
-fn make_id(key: usize, generation: u32) -> LinkId {
-    LinkId((u64::from(generation) << 32) | key as u64)
+    fn role_index(&self, name: &str) -> Option<usize> {
+        self.roles.iter().position(|r| &*r.name == name)
+    }
 }

@@ -1,0 +1,324 @@
+//! Requests in flight through the kingpin, and everything that ends them:
+//! replies, deadlines, cancellation, and links that die.
+//!
+//! A worker's request to another worker is forwarded under a fresh id; the
+//! kingpin remembers where it came from so that the reply, and any callback
+//! invocations, find their way back. The kingpin's own requests are tracked
+//! the same way, with the requester bookkeeping in [`crate::requester`].
+
+use super::link::{Early, Queued};
+use super::{Event, Kingpin, LinkId};
+use crate::fd::FdHandle;
+use crate::requester::RequestError;
+use crate::time::Instant;
+use crate::wire::{self, Call, Cancel, Failure, Invoke, Kind, Release, Reply, Request, Source, Target};
+use alloc::string::ToString;
+use alloc::vec::Vec;
+use bytes::Bytes;
+use core::time::Duration;
+
+/// A request in flight to a worker, by the kingpin's call id.
+pub(super) enum CallEntry {
+    /// The kingpin's own request.
+    Own { target: LinkId },
+    /// A worker's request, forwarded.
+    Forward {
+        origin: LinkId,
+        origin_id: u64,
+        target: LinkId,
+        replied: bool,
+        /// Invocations still allowed through.
+        callbacks: usize,
+    },
+}
+
+/// The fields of a call about to be sent.
+pub(super) struct NewCall<'a> {
+    pub id: u64,
+    pub from: Source,
+    pub ns: &'a str,
+    pub name: &'a str,
+    pub timeout_ms: u64,
+    pub callbacks: &'a [u64],
+}
+
+impl Kingpin {
+    /// Sends a call to the one worker `to` names. On error the fds are
+    /// released.
+    pub(super) fn dispatch_call(
+        &mut self,
+        from: Option<LinkId>,
+        to: &Target,
+        call: &NewCall<'_>,
+        payload: &[u8],
+        fds: Vec<FdHandle>,
+    ) -> Result<LinkId, Failure> {
+        let _ = from;
+        let target = match self.resolve_one(to, None) {
+            Ok(t) => t,
+            Err(_) => {
+                self.release(fds);
+                return Err(Failure::NoRoute);
+            }
+        };
+        if call.ns == wire::RPC_NAMESPACE && !self.exports(target, call.name) {
+            self.release(fds);
+            return Err(Failure::NotExported);
+        }
+        let meta = Call {
+            id: call.id,
+            from: call.from.clone(),
+            ns: call.ns.to_string(),
+            name: call.name.to_string(),
+            timeout_ms: call.timeout_ms,
+            callbacks: call.callbacks.to_vec(),
+        };
+        let reroute = matches!(to, Target::Any(_)).then(|| to.clone());
+        let queued = Queued { reroute, call: Some(call.id) };
+        match self.push_with(target, Kind::Call, &meta, payload, fds, queued) {
+            Ok(()) => {
+                if let Some(l) = self.link_mut(target) {
+                    l.inflight += 1;
+                }
+                Ok(target)
+            }
+            Err(crate::SendError::Backpressure) => Err(Failure::Backpressure),
+            Err(_) => Err(Failure::NoRoute),
+        }
+    }
+
+    /// Whether the role of `link` exports `name`. While none of the role's
+    /// workers has said hello, exports are unknown and the call goes ahead;
+    /// a worker that does not export the name then answers `Unhandled`.
+    fn exports(&self, link: LinkId, name: &str) -> bool {
+        let Some(role) = self.link(link).map(|l| l.role) else { return false };
+        let mut known = self.roles[role]
+            .slots
+            .iter()
+            .filter_map(|s| s.link.and_then(|id| self.link(id)))
+            .filter(|l| l.phase == super::Phase::Up)
+            .peekable();
+        if known.peek().is_none() {
+            return true;
+        }
+        known.any(|l| l.exports.iter().any(|e| e == name))
+    }
+
+    /// A worker's request.
+    pub(super) fn on_request(&mut self, link: LinkId, req: Request, payload: Bytes, fds: Vec<FdHandle>, now: Instant) {
+        let Request { id, to, ns, name, timeout_ms, callbacks } = req;
+        if to == Target::Kingpin {
+            let Some(l) = self.link_mut(link) else { return self.release(fds) };
+            l.incoming.insert(id);
+            let from = l.info.clone();
+            return self.event(Event::Request { from, id, ns, name, payload, fds, callbacks });
+        }
+        let k = self.requests.alloc_id();
+        let source = self.source_of(Some(link));
+        let call = NewCall { id: k, from: source, ns: &ns, name: &name, timeout_ms, callbacks: &callbacks };
+        match self.dispatch_call(Some(link), &to, &call, &payload, fds) {
+            Ok(target) => {
+                let deadline = now + Duration::from_millis(timeout_ms);
+                let entry = CallEntry::Forward { origin: link, origin_id: id, target, replied: false, callbacks: callbacks.len() };
+                self.calls.insert(k, deadline, entry);
+            }
+            Err(failure) => {
+                self.push(link, Kind::Reply, &Reply { id, result: Err(failure) }, &[], Vec::new()).ok();
+            }
+        }
+    }
+
+    /// A worker's reply to call `reply.id`.
+    pub(super) fn on_reply(&mut self, link: LinkId, reply: Reply, payload: Bytes, fds: Vec<FdHandle>) {
+        let k = reply.id;
+        match self.calls.get_mut(k) {
+            Some(CallEntry::Own { target }) if *target == link => {
+                self.calls.remove(k);
+                self.dec_inflight(link);
+                if !self.requests.close(k, true) {
+                    return self.release(fds);
+                }
+                let result = match reply.result {
+                    Ok(()) => Ok((payload, fds)),
+                    Err(f) => {
+                        self.release(fds);
+                        Err(RequestError::from(f))
+                    }
+                };
+                self.event(Event::Reply { id: k, result });
+            }
+            Some(CallEntry::Forward { origin, origin_id, target, replied, callbacks }) if *target == link && !*replied => {
+                *replied = true;
+                let (origin, origin_id, done) = (*origin, *origin_id, *callbacks == 0);
+                if done {
+                    self.calls.remove(k);
+                }
+                self.dec_inflight(link);
+                let back = Reply { id: origin_id, result: reply.result };
+                self.push(origin, Kind::Reply, &back, &payload, fds).ok();
+            }
+            _ => {
+                self.requests.late.replies += 1;
+                self.release(fds);
+            }
+        }
+    }
+
+    /// A worker invoked a callback of call `invoke.call`.
+    pub(super) fn on_invoke(&mut self, link: LinkId, invoke: Invoke, payload: Bytes, fds: Vec<FdHandle>) {
+        let k = invoke.call;
+        match self.calls.get_mut(k) {
+            Some(CallEntry::Forward { origin, origin_id, target, replied, callbacks }) if *target == link && *callbacks > 0 => {
+                *callbacks -= 1;
+                let (origin, origin_id) = (*origin, *origin_id);
+                if *replied && *callbacks == 0 {
+                    self.calls.remove(k);
+                }
+                let fwd = Invoke { call: origin_id, callback: invoke.callback };
+                self.push(origin, Kind::Invoke, &fwd, &payload, fds).ok();
+            }
+            Some(CallEntry::Forward { .. }) => {
+                self.requests.late.invocations += 1;
+                self.release(fds);
+            }
+            _ => {
+                if self.requests.invoke(k, invoke.callback) {
+                    self.event(Event::Callback { callback: invoke.callback, payload, fds });
+                } else {
+                    self.release(fds);
+                }
+            }
+        }
+    }
+
+    /// Deadlines: the kingpin's own requests time out; forwarded calls are
+    /// forgotten (their requester times out on its own clock). Either way the
+    /// handling worker is told to cancel.
+    pub(super) fn expire_calls(&mut self, now: Instant) {
+        let expired = self.requests.expire(now);
+        for id in expired.requests {
+            self.end_own_call(id);
+            self.event(Event::Reply { id, result: Err(RequestError::TimedOut) });
+        }
+        for callback in expired.callbacks {
+            self.event(Event::CallbackReleased { callback });
+        }
+        for (k, entry) in self.calls.expire(now) {
+            if let CallEntry::Forward { target, replied: false, .. } = entry {
+                self.dec_inflight(target);
+                self.push(target, Kind::Cancel, &Cancel { id: k }, &[], Vec::new()).ok();
+            }
+        }
+    }
+
+    /// Forgets the call behind the kingpin's request `id`, telling its worker
+    /// to cancel.
+    pub(super) fn end_own_call(&mut self, id: u64) {
+        if let Some(CallEntry::Own { target }) = self.calls.remove(id) {
+            self.dec_inflight(target);
+            self.push(target, Kind::Cancel, &Cancel { id }, &[], Vec::new()).ok();
+        }
+    }
+
+    /// `link` is closing: every call it was handling ends as peer gone, and
+    /// every call it had asked for is cancelled at its handler.
+    pub(super) fn fail_calls_through(&mut self, link: LinkId) {
+        let ended = self.calls.extract_if(|e| match e {
+            CallEntry::Own { target } => *target == link,
+            CallEntry::Forward { origin, target, .. } => *target == link || *origin == link,
+        });
+        for (k, entry) in ended {
+            match entry {
+                CallEntry::Own { .. } => {
+                    if self.requests.close(k, false) {
+                        self.event(Event::Reply { id: k, result: Err(RequestError::PeerGone) });
+                    }
+                    for callback in self.requests.release_callbacks(k) {
+                        self.event(Event::CallbackReleased { callback });
+                    }
+                }
+                CallEntry::Forward { origin, origin_id, target, replied, callbacks } if target == link => {
+                    if !replied {
+                        let reply = Reply { id: origin_id, result: Err(Failure::PeerGone) };
+                        self.push(origin, Kind::Reply, &reply, &[], Vec::new()).ok();
+                    }
+                    if callbacks > 0 {
+                        self.push(origin, Kind::Release, &Release { call: origin_id }, &[], Vec::new()).ok();
+                    }
+                }
+                CallEntry::Forward { target, replied, .. } => {
+                    if !replied {
+                        self.dec_inflight(target);
+                        self.push(target, Kind::Cancel, &Cancel { id: k }, &[], Vec::new()).ok();
+                    }
+                }
+            }
+        }
+    }
+
+    /// Frames that were waiting for a worker that is gone: "any one of a
+    /// role" frames go to another worker of the role; requests end as peer
+    /// gone; the rest are dropped. fds of what is dropped are released.
+    pub(super) fn reroute_early(&mut self, early: impl IntoIterator<Item = Early>) {
+        for frame in early {
+            let mut frame = frame;
+            if let Some(to) = frame.reroute.clone()
+                && let Ok(next) = self.resolve_one(&to, None)
+            {
+                let call = frame.call;
+                match self.push_early(next, frame) {
+                    Ok(()) => {
+                        if let Some(k) = call {
+                            self.retarget(k, next);
+                        }
+                        continue;
+                    }
+                    Err(back) => frame = back,
+                }
+            }
+            if let Some(k) = frame.call {
+                self.fail_call(k, Failure::PeerGone);
+            }
+            self.release(frame.fds);
+        }
+    }
+
+    /// Call `k` now waits for `next` instead.
+    fn retarget(&mut self, k: u64, next: LinkId) {
+        match self.calls.get_mut(k) {
+            Some(CallEntry::Own { target } | CallEntry::Forward { target, .. }) => *target = next,
+            None => return,
+        }
+        if let Some(l) = self.link_mut(next) {
+            l.inflight += 1;
+        }
+    }
+
+    /// Ends call `k` with `failure` at its requester.
+    fn fail_call(&mut self, k: u64, failure: Failure) {
+        match self.calls.remove(k) {
+            Some(CallEntry::Own { .. }) => {
+                if self.requests.close(k, false) {
+                    self.event(Event::Reply { id: k, result: Err(RequestError::from(failure)) });
+                }
+                for callback in self.requests.release_callbacks(k) {
+                    self.event(Event::CallbackReleased { callback });
+                }
+            }
+            Some(CallEntry::Forward { origin, origin_id, callbacks, .. }) => {
+                let reply = Reply { id: origin_id, result: Err(failure) };
+                self.push(origin, Kind::Reply, &reply, &[], Vec::new()).ok();
+                if callbacks > 0 {
+                    self.push(origin, Kind::Release, &Release { call: origin_id }, &[], Vec::new()).ok();
+                }
+            }
+            None => {}
+        }
+    }
+
+    fn dec_inflight(&mut self, link: LinkId) {
+        if let Some(l) = self.link_mut(link) {
+            l.inflight = l.inflight.saturating_sub(1);
+        }
+    }
+}

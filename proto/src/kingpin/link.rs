@@ -1,0 +1,155 @@
+//! One link as the kingpin keeps it: its decoder, its outgoing queue, the
+//! frames waiting for its handshake, and what is in flight through it.
+
+use super::{Kingpin, LinkId, Output, Phase, WorkerInfo};
+use crate::error::SendError;
+use crate::fd::FdHandle;
+use crate::frame::{Decoder, OutBuf, encode_frame};
+use crate::time::Instant;
+use crate::wire::{Kind, Target};
+use alloc::collections::{BTreeSet, VecDeque};
+use alloc::string::String;
+use alloc::vec::Vec;
+
+/// A frame that waits for its link's handshake.
+pub(super) struct Early {
+    pub frame: Vec<u8>,
+    pub fds: Vec<FdHandle>,
+    /// For "any one of a role": where to send it instead if this worker dies
+    /// first.
+    pub reroute: Option<Target>,
+    /// The call it carries, if it is a request.
+    pub call: Option<u64>,
+}
+
+pub(super) struct Link {
+    pub generation: u32,
+    pub info: WorkerInfo,
+    pub role: usize,
+    pub phase: Phase,
+    pub dec: Decoder,
+    pub out: OutBuf,
+    pub early: VecDeque<Early>,
+    pub early_bytes: usize,
+    /// Handshake deadline.
+    pub deadline: Option<Instant>,
+    /// Calls sent to this worker and not yet answered.
+    pub inflight: u32,
+    /// This worker's requests to the kingpin not yet answered.
+    pub incoming: BTreeSet<u64>,
+    /// Functions this worker exports.
+    pub exports: Vec<String>,
+}
+
+impl Link {
+    pub(super) fn new(generation: u32, info: WorkerInfo, role: usize, max_body: u32) -> Link {
+        Link {
+            generation,
+            info,
+            role,
+            phase: Phase::Spawning,
+            dec: Decoder::new(max_body),
+            out: OutBuf::new(max_body),
+            early: VecDeque::new(),
+            early_bytes: 0,
+            deadline: None,
+            inflight: 0,
+            incoming: BTreeSet::new(),
+            exports: Vec::new(),
+        }
+    }
+
+    pub(super) fn is_live(&self) -> bool {
+        matches!(self.phase, Phase::Spawning | Phase::Handshaking | Phase::Up)
+    }
+}
+
+/// Where a frame goes once encoded.
+pub(super) struct Queued {
+    pub reroute: Option<Target>,
+    pub call: Option<u64>,
+}
+
+impl Kingpin {
+    /// Queues a frame for `link`. On error the fds are released.
+    pub(super) fn push<M: serde::Serialize>(&mut self, link: LinkId, kind: Kind, meta: &M, payload: &[u8], fds: Vec<FdHandle>) -> Result<(), SendError> {
+        self.push_with(link, kind, meta, payload, fds, Queued { reroute: None, call: None })
+    }
+
+    /// Queues a frame for `link`: on the wire if the worker is up, else in
+    /// its early queue (bounded). On error the fds are released.
+    pub(super) fn push_with<M: serde::Serialize>(
+        &mut self,
+        link: LinkId,
+        kind: Kind,
+        meta: &M,
+        payload: &[u8],
+        fds: Vec<FdHandle>,
+        queued: Queued,
+    ) -> Result<(), SendError> {
+        let (early_limit, out_limit) = (self.config.early_queue_limit, self.config.max_queued_bytes);
+        let Some(l) = self.link_mut(link) else {
+            self.release(fds);
+            return Err(SendError::Closed);
+        };
+        let result = match l.phase {
+            Phase::Up if l.out.len() >= out_limit => Err((SendError::Backpressure, fds)),
+            Phase::Up => {
+                let was_empty = l.out.is_empty();
+                match l.out.push(kind as u8, meta, payload, fds) {
+                    Ok(()) => {
+                        if was_empty {
+                            self.outputs.push_back(Output::Transmit(link));
+                        }
+                        Ok(())
+                    }
+                    Err((e, fds)) => Err((SendError::Encode(e), fds)),
+                }
+            }
+            Phase::Spawning | Phase::Handshaking if l.early_bytes + payload.len() > early_limit => {
+                Err((SendError::Backpressure, fds))
+            }
+            Phase::Spawning | Phase::Handshaking => match encode_frame(kind as u8, meta, payload, fds.len(), l.out_max()) {
+                Ok(frame) => {
+                    l.early_bytes += frame.len();
+                    l.early.push_back(Early { frame, fds, reroute: queued.reroute, call: queued.call });
+                    Ok(())
+                }
+                Err(e) => Err((SendError::Encode(e), fds)),
+            },
+            Phase::Closing => Err((SendError::Closed, fds)),
+        };
+        result.map_err(|(e, fds)| {
+            self.release(fds);
+            e
+        })
+    }
+
+    /// Moves an already-encoded frame to `link` (a reroute).
+    pub(super) fn push_early(&mut self, link: LinkId, early: Early) -> Result<(), Early> {
+        let (early_limit, out_limit) = (self.config.early_queue_limit, self.config.max_queued_bytes);
+        let Some(l) = self.link_mut(link) else { return Err(early) };
+        match l.phase {
+            Phase::Up if l.out.len() < out_limit => {
+                let was_empty = l.out.is_empty();
+                l.out.push_encoded(&early.frame, early.fds);
+                if was_empty {
+                    self.outputs.push_back(Output::Transmit(link));
+                }
+                Ok(())
+            }
+            Phase::Spawning | Phase::Handshaking if l.early_bytes + early.frame.len() <= early_limit => {
+                l.early_bytes += early.frame.len();
+                l.early.push_back(early);
+                Ok(())
+            }
+            _ => Err(early),
+        }
+    }
+}
+
+impl Link {
+    fn out_max(&self) -> u32 {
+        self.dec.max_body()
+    }
+}
