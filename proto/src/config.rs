@@ -62,10 +62,7 @@ impl KingpinConfig {
 
     /// Adds a role with `workers` workers.
     pub fn role(mut self, name: impl Into<String>, workers: u32) -> KingpinConfig {
-        self.roles.push(RoleSpec {
-            name: name.into(),
-            workers,
-        });
+        self.roles.push(RoleSpec { name: name.into(), workers });
         self
     }
 }

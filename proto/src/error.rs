@@ -51,23 +51,12 @@ impl fmt::Display for CloseReason {
             CloseReason::Protocol(what) => write!(f, "protocol violation: {what}"),
             CloseReason::BadMagic => f.write_str("peer is not a mob worker (bad magic)"),
             CloseReason::VersionMismatch { ours, theirs } => {
-                write!(
-                    f,
-                    "protocol version mismatch: we speak {ours}, peer speaks {theirs}"
-                )
+                write!(f, "protocol version mismatch: we speak {ours}, peer speaks {theirs}")
             }
-            CloseReason::Rejected {
-                kingpin_version,
-                reason,
-            } => {
-                write!(
-                    f,
-                    "kingpin (protocol {kingpin_version}) rejected us: {reason}"
-                )
+            CloseReason::Rejected { kingpin_version, reason } => {
+                write!(f, "kingpin (protocol {kingpin_version}) rejected us: {reason}")
             }
-            CloseReason::HandshakeTimeout => {
-                f.write_str("worker did not complete its handshake in time")
-            }
+            CloseReason::HandshakeTimeout => f.write_str("worker did not complete its handshake in time"),
             CloseReason::Exited => f.write_str("worker process exited"),
             CloseReason::Stopped => f.write_str("stopped by the application"),
             CloseReason::Transport(what) => write!(f, "link failed: {what}"),

@@ -80,11 +80,7 @@ impl<T> Default for FdTable<T> {
 impl<T> FdTable<T> {
     /// An empty table.
     pub const fn new() -> Self {
-        FdTable {
-            entries: Vec::new(),
-            free_head: NONE,
-            len: 0,
-        }
+        FdTable { entries: Vec::new(), free_head: NONE, len: 0 }
     }
 
     /// Number of values held.
@@ -103,22 +99,13 @@ impl<T> FdTable<T> {
         if self.free_head != NONE {
             let index = self.free_head;
             let slot = &mut self.entries[index as usize];
-            let Entry::Free {
-                generation,
-                next_free,
-            } = *slot
-            else {
-                unreachable!("free list points at a full entry")
-            };
+            let Entry::Free { generation, next_free } = *slot else { unreachable!("free list points at a full entry") };
             self.free_head = next_free;
             *slot = Entry::Full { generation, value };
             return FdHandle(pack(index, generation));
         }
         let index = self.entries.len() as u32;
-        self.entries.push(Entry::Full {
-            generation: 0,
-            value,
-        });
+        self.entries.push(Entry::Full { generation: 0, value });
         FdHandle(pack(index, 0))
     }
 
@@ -130,13 +117,8 @@ impl<T> FdTable<T> {
             Entry::Full { generation, .. } if *generation == want => {}
             _ => return None,
         }
-        let next = Entry::Free {
-            generation: want.wrapping_add(1),
-            next_free: self.free_head,
-        };
-        let Entry::Full { value, .. } = core::mem::replace(slot, next) else {
-            unreachable!("checked above")
-        };
+        let next = Entry::Free { generation: want.wrapping_add(1), next_free: self.free_head };
+        let Entry::Full { value, .. } = core::mem::replace(slot, next) else { unreachable!("checked above") };
         self.free_head = index;
         self.len -= 1;
         Some(value)

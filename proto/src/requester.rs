@@ -123,7 +123,12 @@ impl Requester {
     }
 
     /// Opens a request; returns its id, its deadline, and its callbacks' ids.
-    pub(crate) fn open(&mut self, now: Instant, timeout: Option<Duration>, callbacks: usize) -> (u64, Instant, Vec<u64>) {
+    pub(crate) fn open(
+        &mut self,
+        now: Instant,
+        timeout: Option<Duration>,
+        callbacks: usize,
+    ) -> (u64, Instant, Vec<u64>) {
         let id = self.alloc_id();
         let deadline = now + timeout.unwrap_or(self.default_timeout);
         self.open.insert(id, deadline, ());

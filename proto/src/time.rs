@@ -73,9 +73,6 @@ mod tests {
     fn arithmetic_saturates() {
         assert_eq!(Instant::MAX + Duration::from_secs(1), Instant::MAX);
         assert_eq!(Instant::ZERO - Duration::from_secs(1), Instant::ZERO);
-        assert_eq!(
-            Instant::ZERO.saturating_duration_since(Instant::from_nanos(9)),
-            Duration::ZERO
-        );
+        assert_eq!(Instant::ZERO.saturating_duration_since(Instant::from_nanos(9)), Duration::ZERO);
     }
 }

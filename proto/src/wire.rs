@@ -327,32 +327,14 @@ impl Message {
     /// Parses a raw frame. On error the frame's fds are returned beside the
     /// error, for release.
     pub fn parse(frame: RawFrame) -> Result<Message, (DecodeError, Vec<FdHandle>)> {
-        let RawFrame {
-            kind: byte,
-            body,
-            fds,
-        } = frame;
+        let RawFrame { kind: byte, body, fds } = frame;
         let Some(kind) = Kind::from_u8(byte) else {
             return Err((DecodeError::UnknownKind(byte), fds));
         };
         if !fds.is_empty() && !kind.may_carry_fds() {
-            return Err((
-                DecodeError::Malformed {
-                    kind: byte,
-                    reason: "this kind carries no fds",
-                },
-                fds,
-            ));
+            return Err((DecodeError::Malformed { kind: byte, reason: "this kind carries no fds" }, fds));
         }
-        let bad = |fds| {
-            (
-                DecodeError::Malformed {
-                    kind: byte,
-                    reason: "body does not parse",
-                },
-                fds,
-            )
-        };
+        let bad = |fds| (DecodeError::Malformed { kind: byte, reason: "body does not parse" }, fds);
         match kind {
             Kind::Hello => whole(&body).map(Message::Hello).map_err(|_| bad(fds)),
             Kind::Welcome => whole(&body).map(Message::Welcome).map_err(|_| bad(fds)),

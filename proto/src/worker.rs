@@ -7,8 +7,8 @@ use crate::frame::{DEFAULT_MAX_BODY, Decoder, OutBuf, Transmit};
 use crate::requester::{LateCounts, RequestError, Requester, millis};
 use crate::time::Instant;
 use crate::wire::{
-    self, Call, Cancel, Deliver, Failure, Hello, Invoke, Kind, Message, Release, Reply, Request, Send, Source,
-    Target, Welcome,
+    self, Call, Cancel, Deliver, Failure, Hello, Invoke, Kind, Message, Release, Reply, Request, Send, Source, Target,
+    Welcome,
 };
 use alloc::collections::{BTreeSet, VecDeque};
 use alloc::string::{String, ToString};
@@ -283,7 +283,14 @@ impl Worker {
     /// the message leaves after the [`Hello`].
     ///
     /// On error the fds are released (as [`WorkerOutput::ReleaseFd`]).
-    pub fn send(&mut self, to: Target, ns: &str, name: &str, payload: &[u8], fds: Vec<FdHandle>) -> Result<(), SendError> {
+    pub fn send(
+        &mut self,
+        to: Target,
+        ns: &str,
+        name: &str,
+        payload: &[u8],
+        fds: Vec<FdHandle>,
+    ) -> Result<(), SendError> {
         let meta = Send { to, ns: ns.to_string(), name: name.to_string() };
         self.push(Kind::Send, &meta, payload, fds)
     }
@@ -332,7 +339,13 @@ impl Worker {
     /// Answers call `call`: `Ok(())` with `payload` and `fds`, or a failure.
     /// A second answer, or an answer to a cancelled call, is
     /// [`RespondError::NotPending`] (and its fds are released).
-    pub fn respond(&mut self, call: u64, result: Result<(), Failure>, payload: &[u8], fds: Vec<FdHandle>) -> Result<(), RespondError> {
+    pub fn respond(
+        &mut self,
+        call: u64,
+        result: Result<(), Failure>,
+        payload: &[u8],
+        fds: Vec<FdHandle>,
+    ) -> Result<(), RespondError> {
         if !self.incoming.remove(&call) {
             self.release(fds);
             return Err(RespondError::NotPending);
@@ -347,7 +360,13 @@ impl Worker {
         self.push(Kind::Invoke, &Invoke { call, callback }, payload, fds)
     }
 
-    fn push<M: serde::Serialize>(&mut self, kind: Kind, meta: &M, payload: &[u8], fds: Vec<FdHandle>) -> Result<(), SendError> {
+    fn push<M: serde::Serialize>(
+        &mut self,
+        kind: Kind,
+        meta: &M,
+        payload: &[u8],
+        fds: Vec<FdHandle>,
+    ) -> Result<(), SendError> {
         if self.state == State::Closed {
             self.release(fds);
             return Err(SendError::Closed);
@@ -388,7 +407,8 @@ impl Worker {
         match (self.state, msg) {
             (State::Handshaking, Message::Welcome(w)) => {
                 if w.version != wire::PROTOCOL_VERSION {
-                    return self.close(CloseReason::VersionMismatch { ours: wire::PROTOCOL_VERSION, theirs: w.version });
+                    return self
+                        .close(CloseReason::VersionMismatch { ours: wire::PROTOCOL_VERSION, theirs: w.version });
                 }
                 self.dec.set_max_body(w.settings.max_body);
                 self.out.set_max_body(w.settings.max_body);

@@ -14,10 +14,7 @@ fn back(mut mob: Mobster) -> Result<(), Error> {
     println!("Background worker {} running.", std::process::id());
     mob.on("foo", |_mob, msg| {
         let from: u32 = msg.decode().unwrap_or(0);
-        println!(
-            "Bar! My pid is {} (asked by front worker {from})",
-            std::process::id()
-        );
+        println!("Bar! My pid is {} (asked by front worker {from})", std::process::id());
     });
     mob.run()
 }
@@ -37,10 +34,7 @@ fn main() -> std::process::ExitCode {
         .on_event(|_kingpin, event| match event {
             Event::WorkerUp(w) => println!("kingpin: {}#{} is up (pid {})", w.role, w.slot, w.pid),
             Event::WorkerExited(w, status) => {
-                println!(
-                    "kingpin: {}#{} (pid {}) exited: {status:?}; reviving",
-                    w.role, w.slot, w.pid
-                )
+                println!("kingpin: {}#{} (pid {}) exited: {status:?}; reviving", w.role, w.slot, w.pid)
             }
             Event::LinkClosed(w, reason) => {
                 println!("kingpin: {}#{} link closed: {reason}", w.role, w.slot)

@@ -48,12 +48,7 @@ pub struct App {
 impl App {
     /// An application called `name` (it prefixes every process title).
     pub fn new(name: &str) -> App {
-        App {
-            config: KingpinConfig::new(name),
-            entries: HashMap::new(),
-            launch: HashMap::new(),
-            on_event: None,
-        }
+        App { config: KingpinConfig::new(name), entries: HashMap::new(), launch: HashMap::new(), on_event: None }
     }
 
     /// A role of `workers` processes, each running `entry` in a re-execution
@@ -66,21 +61,9 @@ impl App {
 
     /// A role of `workers` processes, each running another executable that
     /// speaks the protocol on fd 3.
-    pub fn role_exe(
-        mut self,
-        name: &str,
-        workers: u32,
-        program: impl Into<PathBuf>,
-        args: Vec<OsString>,
-    ) -> App {
+    pub fn role_exe(mut self, name: &str, workers: u32, program: impl Into<PathBuf>, args: Vec<OsString>) -> App {
         self.config = self.config.role(name, workers);
-        self.launch.insert(
-            name.to_string(),
-            Launch::Exe {
-                program: program.into(),
-                args,
-            },
-        );
+        self.launch.insert(name.to_string(), Launch::Exe { program: program.into(), args });
         self
     }
 
@@ -104,11 +87,7 @@ impl App {
     /// Runs this process's side: the worker entry for its role, or the
     /// kingpin. Errors are printed to stderr and give a failing exit code.
     pub fn run(self) -> ExitCode {
-        let result = if App::is_worker() {
-            self.run_worker()
-        } else {
-            self.run_kingpin()
-        };
+        let result = if App::is_worker() { self.run_worker() } else { self.run_kingpin() };
         match result {
             Ok(code) => code,
             Err(e) => {
@@ -120,10 +99,7 @@ impl App {
 
     fn run_worker(self) -> Result<ExitCode, Error> {
         let mob = Mobster::from_env()?;
-        let entry = *self
-            .entries
-            .get(mob.role())
-            .ok_or_else(|| Error::UnknownRole(mob.role().to_string()))?;
+        let entry = *self.entries.get(mob.role()).ok_or_else(|| Error::UnknownRole(mob.role().to_string()))?;
         entry(mob)?;
         Ok(ExitCode::SUCCESS)
     }

@@ -12,19 +12,11 @@ pub(crate) struct Clock {
 
 impl Clock {
     pub(crate) fn new() -> Clock {
-        Clock {
-            epoch: std::time::Instant::now(),
-        }
+        Clock { epoch: std::time::Instant::now() }
     }
 
     pub(crate) fn now(&self) -> Instant {
-        Instant::from_nanos(
-            self.epoch
-                .elapsed()
-                .as_nanos()
-                .try_into()
-                .unwrap_or(u64::MAX),
-        )
+        Instant::from_nanos(self.epoch.elapsed().as_nanos().try_into().unwrap_or(u64::MAX))
     }
 
     /// How long from now until `deadline` (zero if it has passed).

@@ -20,6 +20,12 @@ pub enum Error {
     NotAWorker(&'static str),
     /// The kingpin was started with a role this binary has no entry for.
     UnknownRole(String),
+    /// A request ended without a reply.
+    Request(mob_proto::RequestError),
+    /// The event loop has stopped.
+    Stopped,
+    /// Exports must be declared before the worker first sends or runs.
+    TooLate,
 }
 
 impl fmt::Display for Error {
@@ -31,6 +37,9 @@ impl fmt::Display for Error {
             Error::Payload(e) => write!(f, "payload: {e}"),
             Error::NotAWorker(why) => write!(f, "not started as a mob worker: {why}"),
             Error::UnknownRole(r) => write!(f, "no entry for role {r:?} in this binary"),
+            Error::Request(e) => write!(f, "request failed: {e}"),
+            Error::Stopped => f.write_str("the event loop has stopped"),
+            Error::TooLate => f.write_str("exports must be declared before the worker first sends or runs"),
         }
     }
 }
@@ -52,5 +61,11 @@ impl From<SendError> for Error {
 impl From<postcard::Error> for Error {
     fn from(e: postcard::Error) -> Self {
         Error::Payload(e)
+    }
+}
+
+impl From<mob_proto::RequestError> for Error {
+    fn from(e: mob_proto::RequestError) -> Self {
+        Error::Request(e)
     }
 }

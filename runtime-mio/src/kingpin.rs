@@ -2,15 +2,16 @@
 
 use crate::clock::Clock;
 use crate::link::{Outgoing, READ_BUF, ReadEnd, WriteEnd, read_link, write_link};
+use crate::request::{CallbackFn, Completions, Done, Handle, RequestBuilder, RequestLoop, Spec};
+use crate::rpc::{Answer, Callback, Command, LoopTx, Reply, Request, Responder, Shared};
 use crate::{Error, Message};
 use mio::net::UnixStream;
 use mio::unix::SourceFd;
-use mio::{Events, Interest, Poll, Token};
+use mio::{Events, Interest, Poll, Token, Waker};
 use mob_proto::frame::Transmit;
 use mob_proto::wire::DEFAULT_NAMESPACE;
 use mob_proto::{
-    CloseReason, ExitStatus, FdHandle, FdTable, KingpinConfig, LinkId, Output, Phase, Spawn,
-    Target, WorkerInfo,
+    CloseReason, ExitStatus, FdHandle, FdTable, KingpinConfig, LinkId, Output, Phase, Spawn, Target, WorkerInfo,
 };
 use mob_sys::signals::SignalPipe;
 use nix::sys::signal::Signal;
@@ -20,10 +21,13 @@ use std::ffi::OsString;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::{Child, ExitCode, Stdio};
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, channel};
 
 const SIGNALS: Token = Token(0);
-const FIRST_LINK: usize = 1;
+const WAKER: Token = Token(1);
+const FIRST_LINK: usize = 2;
 
 /// How the processes of a role are started.
 #[derive(Clone, Debug)]
@@ -55,6 +59,9 @@ pub enum Event {
     WorkerExited(WorkerInfo, ExitStatus),
     /// A worker sent a message to the kingpin.
     Message(Message<WorkerInfo>),
+    /// A worker sent a request to the kingpin: answer it through the
+    /// [`Request`] (dropping it answers "dropped without reply").
+    Request(Request<WorkerInfo>),
     /// A worker's message had no route and was dropped.
     Undeliverable {
         /// Who sent it.
@@ -80,6 +87,9 @@ pub struct Kingpin {
     clock: Clock,
     launch: HashMap<String, Launch>,
     on_event: Option<EventHandler>,
+    completions: Completions<Kingpin>,
+    rx: Receiver<Command>,
+    tx: LoopTx,
     buf: Vec<u8>,
     stopping: bool,
 }
@@ -90,11 +100,10 @@ impl Kingpin {
     pub fn new(config: KingpinConfig, launch: HashMap<String, Launch>) -> Result<Kingpin, Error> {
         let signals = SignalPipe::install(&[Signal::SIGCHLD, Signal::SIGINT, Signal::SIGTERM])?;
         let poll = Poll::new()?;
-        poll.registry().register(
-            &mut SourceFd(&signals.as_raw_fd()),
-            SIGNALS,
-            Interest::READABLE,
-        )?;
+        poll.registry().register(&mut SourceFd(&signals.as_raw_fd()), SIGNALS, Interest::READABLE)?;
+        let waker = Waker::new(poll.registry(), WAKER)?;
+        let (tx, rx) = channel();
+        let tx = LoopTx { tx, shared: Arc::new(Shared { waker, thread: std::thread::current().id() }) };
         mob_sys::process::set_name(&config.app);
         Ok(Kingpin {
             proto: mob_proto::Kingpin::new(config),
@@ -106,6 +115,9 @@ impl Kingpin {
             clock: Clock::new(),
             launch,
             on_event: None,
+            completions: Completions::new(),
+            rx,
+            tx,
             buf: vec![0; READ_BUF],
             stopping: false,
         })
@@ -124,12 +136,7 @@ impl Kingpin {
 
     /// Sends `value` (postcard-encoded) as message `name` in the default
     /// namespace.
-    pub fn send<T: Serialize + ?Sized>(
-        &mut self,
-        to: Target,
-        name: &str,
-        value: &T,
-    ) -> Result<(), Error> {
+    pub fn send<T: Serialize + ?Sized>(&mut self, to: Target, name: &str, value: &T) -> Result<(), Error> {
         let payload = postcard::to_allocvec(value)?;
         self.send_raw(to, DEFAULT_NAMESPACE, name, &payload, Vec::new())
     }
@@ -145,6 +152,28 @@ impl Kingpin {
     ) -> Result<(), Error> {
         let handles = fds.into_iter().map(|fd| self.fds.insert(fd)).collect();
         Ok(self.proto.send(to, ns, name, payload, handles)?)
+    }
+
+    /// Starts a request to one worker ([`Target::Any`] or [`Target::Pid`])
+    /// carrying `value` (postcard-encoded).
+    pub fn request<T: Serialize + ?Sized>(
+        &mut self,
+        to: Target,
+        name: &str,
+        value: &T,
+    ) -> Result<RequestBuilder<'_, Kingpin>, Error> {
+        let payload = postcard::to_allocvec(value)?;
+        Ok(RequestBuilder::new(self, to, name, payload))
+    }
+
+    /// A clonable, `Send` handle for other threads.
+    pub fn handle(&self) -> Handle {
+        Handle::new(self.tx.clone())
+    }
+
+    /// Sizes of proto's request tables (all zero when nothing is in flight).
+    pub fn pending(&self) -> mob_proto::Pending {
+        self.proto.pending()
     }
 
     /// Asks the loop to stop: every worker is killed and [`Kingpin::run`]
@@ -170,6 +199,9 @@ impl Kingpin {
             for event in events.iter() {
                 if event.token() == SIGNALS {
                     self.on_signals();
+                    continue;
+                }
+                if event.token() == WAKER {
                     continue;
                 }
                 let link = LinkId::from_u64((event.token().0 - FIRST_LINK) as u64);
@@ -219,27 +251,16 @@ impl Kingpin {
     }
 
     fn link_of(&self, pid: u32) -> Option<LinkId> {
-        self.proto
-            .workers()
-            .find(|(w, _)| w.pid == pid)
-            .map(|(w, _)| w.link)
+        self.proto.workers().find(|(w, _)| w.pid == pid).map(|(w, _)| w.link)
     }
 
     fn read(&mut self, link: LinkId) {
         let now = self.clock.now();
-        let Kingpin {
-            links,
-            buf,
-            fds,
-            proto,
-            ..
-        } = self;
+        let Kingpin { links, buf, fds, proto, .. } = self;
         let Some(sock) = links.get(&link) else { return };
         let end = read_link(sock, buf, fds, |bytes, handles| {
             proto.handle_read(link, bytes, handles, now);
-            proto
-                .worker(link)
-                .is_some_and(|(_, phase)| phase != Phase::Closing)
+            proto.worker(link).is_some_and(|(_, phase)| phase != Phase::Closing)
         });
         match end {
             ReadEnd::Drained => {}
@@ -252,19 +273,56 @@ impl Kingpin {
         let Some(sock) = self.links.get(&link) else {
             return;
         };
-        let mut out = LinkOut {
-            proto: &mut self.proto,
-            link,
-        };
+        let mut out = LinkOut { proto: &mut self.proto, link };
         if let WriteEnd::Failed = write_link(sock, &mut out, &mut self.fds) {
-            self.proto
-                .handle_link_error(link, "write error", self.clock.now());
+            self.proto.handle_link_error(link, "write error", self.clock.now());
         }
     }
 
-    /// Carries out everything proto asks for.
+    /// Carries out everything proto and other threads ask for, until both
+    /// are quiet.
     fn pump(&mut self) {
-        while let Some(out) = self.proto.poll_output() {
+        loop {
+            let mut busy = false;
+            while let Ok(cmd) = self.rx.try_recv() {
+                busy = true;
+                self.command(cmd);
+            }
+            while let Some(out) = self.proto.poll_output() {
+                busy = true;
+                self.output(out);
+            }
+            if !busy {
+                return;
+            }
+        }
+    }
+
+    fn command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Send { to, ns, name, payload, fds } => {
+                let _ = self.send_raw(to, &ns, &name, &payload, fds);
+            }
+            Command::Request(r) => {
+                let spec =
+                    Spec { to: r.to, ns: r.ns, name: r.name, payload: r.payload, fds: r.fds, timeout: r.timeout };
+                let _ = self.begin(spec, Vec::new(), Done::Remote(r.done));
+            }
+            Command::Respond { to: Answer::Worker(link, id), result, payload, fds } => {
+                let handles = fds.into_iter().map(|fd| self.fds.insert(fd)).collect();
+                let _ = self.proto.respond(link, id, result, &payload, handles);
+            }
+            Command::Invoke { to: Answer::Worker(link, id), callback, payload, fds } => {
+                let handles = fds.into_iter().map(|fd| self.fds.insert(fd)).collect();
+                let _ = self.proto.invoke(link, id, callback, &payload, handles);
+            }
+            Command::Respond { .. } | Command::Invoke { .. } => {}
+            Command::Stop => self.stopping = true,
+        }
+    }
+
+    fn output(&mut self, out: Output) {
+        {
             match out {
                 Output::Spawn(spawn) => self.spawn(spawn),
                 Output::Kill { pid, .. } => {
@@ -279,8 +337,9 @@ impl Kingpin {
                 }
                 Output::ReleaseFd(h) => drop(self.fds.take(h)),
                 Output::Event(event) => {
-                    let event = self.convert(event);
-                    if let Some(mut handler) = self.on_event.take() {
+                    if let Some(event) = self.convert(event)
+                        && let Some(mut handler) = self.on_event.take()
+                    {
                         handler(self, event);
                         self.on_event.get_or_insert(handler);
                     }
@@ -289,31 +348,50 @@ impl Kingpin {
         }
     }
 
-    fn convert(&mut self, event: mob_proto::Event) -> Event {
+    /// Turns proto's event into the application's, or handles it here
+    /// (replies and callbacks go to their closures).
+    fn convert(&mut self, event: mob_proto::Event) -> Option<Event> {
         use mob_proto::Event as E;
-        match event {
+        Some(match event {
             E::WorkerSpawned(w) => Event::WorkerSpawned(w),
             E::WorkerUp(w) => Event::WorkerUp(w),
             E::LinkClosed(w, r) => Event::LinkClosed(w, r),
             E::WorkerExited(w, s) => Event::WorkerExited(w, s),
-            E::Message {
-                from,
-                ns,
-                name,
-                payload,
-                fds,
-            } => {
-                let fds = fds.into_iter().filter_map(|h| self.fds.take(h)).collect();
-                Event::Message(Message {
-                    from,
-                    ns,
-                    name,
-                    payload,
-                    fds,
-                })
+            E::Message { from, ns, name, payload, fds } => {
+                let fds = self.take_fds(fds);
+                Event::Message(Message { from, ns, name, payload, fds })
+            }
+            E::Request { from, id, ns, name, payload, fds, callbacks } => {
+                let fds = self.take_fds(fds);
+                let to = Answer::Worker(from.link, id);
+                let callbacks = callbacks.into_iter().map(|cb| Callback::new(to, cb, self.tx.clone())).collect();
+                let responder = Responder::new(to, self.tx.clone());
+                Event::Request(Request::new(from, ns, name, payload, fds, callbacks, responder))
+            }
+            E::Reply { id, result } => {
+                let outcome = result.map(|(payload, fds)| Reply { payload, fds: self.take_fds(fds) });
+                if let Some(done) = self.completions.done.remove(&id) {
+                    done.finish(self, outcome);
+                }
+                return None;
+            }
+            E::Callback { callback, payload, fds } => {
+                let reply = Reply { payload, fds: self.take_fds(fds) };
+                if let Some(f) = self.completions.callbacks.remove(&callback) {
+                    f(self, reply);
+                }
+                return None;
+            }
+            E::CallbackReleased { callback } => {
+                self.completions.callbacks.remove(&callback);
+                return None;
             }
             E::Undeliverable { from, to, .. } => Event::Undeliverable { from, to },
-        }
+        })
+    }
+
+    fn take_fds(&mut self, handles: Vec<FdHandle>) -> Vec<OwnedFd> {
+        handles.into_iter().filter_map(|h| self.fds.take(h)).collect()
     }
 
     fn spawn(&mut self, spawn: Spawn) {
@@ -321,12 +399,7 @@ impl Kingpin {
         match self.start_process(&spawn) {
             Ok((child, mut sock)) => {
                 let token = Token(spawn.link.as_u64() as usize + FIRST_LINK);
-                if self
-                    .poll
-                    .registry()
-                    .register(&mut sock, token, Interest::READABLE | Interest::WRITABLE)
-                    .is_err()
-                {
+                if self.poll.registry().register(&mut sock, token, Interest::READABLE | Interest::WRITABLE).is_err() {
                     let _ = mob_sys::process::kill(child.id());
                 }
                 let pid = child.id();
@@ -340,19 +413,14 @@ impl Kingpin {
 
     fn start_process(&self, spawn: &Spawn) -> Result<(Child, UnixStream), Error> {
         let app = &self.proto.config().app;
-        let mut cmd = match self
-            .launch
-            .get(&*spawn.role)
-            .cloned()
-            .unwrap_or(Launch::SelfExec)
-        {
+        let mut cmd = match self.launch.get(&*spawn.role).cloned().unwrap_or(Launch::SelfExec) {
             Launch::SelfExec => {
-                let mut cmd = Command::new(std::env::current_exe()?);
+                let mut cmd = std::process::Command::new(std::env::current_exe()?);
                 cmd.args(std::env::args_os().skip(1));
                 cmd
             }
             Launch::Exe { program, args } => {
-                let mut cmd = Command::new(program);
+                let mut cmd = std::process::Command::new(program);
                 cmd.args(args);
                 cmd
             }
@@ -379,6 +447,26 @@ impl Kingpin {
             let _ = child.wait();
         }
         self.links.clear();
+    }
+}
+
+impl RequestLoop for Kingpin {
+    fn begin(&mut self, spec: Spec, callbacks: Vec<CallbackFn<Self>>, done: Done<Self>) -> Result<u64, Error> {
+        let Spec { to, ns, name, payload, fds, timeout } = spec;
+        let handles = fds.into_iter().map(|fd| self.fds.insert(fd)).collect();
+        let now = self.clock.now();
+        match self.proto.request(to, &ns, &name, &payload, handles, timeout, callbacks.len(), now) {
+            Ok((id, ids)) => {
+                self.completions.insert(id, done, ids, callbacks);
+                Ok(id)
+            }
+            Err(e) => {
+                if let Done::Remote(r) = done {
+                    r.finish(Err(Error::Send(e.clone())));
+                }
+                Err(Error::Send(e))
+            }
+        }
     }
 }
 

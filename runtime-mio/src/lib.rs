@@ -45,12 +45,16 @@ mod kingpin;
 mod link;
 mod message;
 mod mobster;
+mod request;
+mod rpc;
 
 pub use app::{App, Entry};
 pub use error::Error;
 pub use kingpin::{Event, Kingpin, Launch};
 pub use message::Message;
 pub use mob_proto::{
-    CloseReason, ExitStatus, KingpinConfig, Phase, SendError, Source, Target, WorkerInfo,
+    CloseReason, ExitStatus, KingpinConfig, Phase, RequestError, SendError, Source, Target, WorkerInfo,
 };
-pub use mobster::{Mobster, WorkerEnv};
+pub use mobster::{Mobster, Proxy, WorkerEnv};
+pub use request::{Handle, HandleRequest, RequestBuilder};
+pub use rpc::{Callback, Outcome, Reply, Request, Responder};

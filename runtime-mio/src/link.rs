@@ -70,22 +70,14 @@ pub(crate) enum WriteEnd {
 
 /// Writes until the queue is empty or the socket would block. fds that left
 /// are closed here (the kernel holds its own references now).
-pub(crate) fn write_link(
-    sock: &impl AsRawFd,
-    out: &mut impl Outgoing,
-    fds: &mut FdTable<OwnedFd>,
-) -> WriteEnd {
+pub(crate) fn write_link(sock: &impl AsRawFd, out: &mut impl Outgoing, fds: &mut FdTable<OwnedFd>) -> WriteEnd {
     let mut raw: Vec<RawFd> = Vec::new();
     loop {
         let Some(t) = out.peek() else {
             return WriteEnd::Empty;
         };
         raw.clear();
-        raw.extend(
-            t.fds
-                .iter()
-                .filter_map(|h| fds.get(h).map(|fd| fd.as_raw_fd())),
-        );
+        raw.extend(t.fds.iter().filter_map(|h| fds.get(h).map(|fd| fd.as_raw_fd())));
         match send_with_fds(sock, t.bytes, &raw) {
             Ok(n) => {
                 for h in out.advance(n) {

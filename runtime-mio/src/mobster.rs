@@ -1,22 +1,29 @@
 //! The worker side: a *mobster* connected to its kingpin.
 
+use crate::clock::Clock;
 use crate::link::{Outgoing, READ_BUF, ReadEnd, WriteEnd, read_link, write_link};
+use crate::request::{CallbackFn, Completions, Done, Handle, RequestBuilder, RequestLoop, Spec};
+use crate::rpc::{Answer, Callback, Command, LoopTx, Reply, Request, Responder, Shared};
 use crate::{Error, Message};
 use mio::net::UnixStream;
-use mio::{Events, Interest, Poll, Token};
+use mio::{Events, Interest, Poll, Token, Waker};
 use mob_proto::frame::Transmit;
-use mob_proto::wire::DEFAULT_NAMESPACE;
+use mob_proto::wire::{DEFAULT_NAMESPACE, RPC_NAMESPACE};
 use mob_proto::{
-    CloseReason, FdHandle, FdTable, Source, Target, Worker, WorkerConfig, WorkerEvent, WorkerOutput,
+    CloseReason, Failure, FdHandle, FdTable, Source, Target, Worker, WorkerConfig, WorkerEvent, WorkerOutput,
 };
 use mob_sys::{CHANNEL_FD, ENV_APP, ENV_FD, ENV_ROLE, ENV_SLOT};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::os::fd::{FromRawFd, OwnedFd};
+use std::sync::Arc;
+use std::sync::mpsc::Receiver;
 
 const LINK: Token = Token(0);
+const WAKER: Token = Token(1);
 
-type Handler = Box<dyn FnMut(&mut Mobster, Message<Source>)>;
+type MessageHandler = Box<dyn FnMut(&mut Mobster, Message<Source>)>;
+type RequestHandler = Box<dyn FnMut(&mut Mobster, Request<Source>)>;
 
 /// Who a worker is, as the kingpin's environment says.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -38,29 +45,59 @@ impl WorkerEnv {
         let role = std::env::var(ENV_ROLE).ok()?;
         let slot = std::env::var(ENV_SLOT).ok()?.parse().ok()?;
         let app = std::env::var(ENV_APP).unwrap_or_default();
-        let fd = std::env::var(ENV_FD)
-            .ok()
-            .and_then(|f| f.parse().ok())
-            .unwrap_or(CHANNEL_FD);
-        Some(WorkerEnv {
-            app,
-            role,
-            slot,
-            fd,
-        })
+        let fd = std::env::var(ENV_FD).ok().and_then(|f| f.parse().ok()).unwrap_or(CHANNEL_FD);
+        Some(WorkerEnv { app, role, slot, fd })
+    }
+}
+
+/// A `require(role)` proxy: calls to the functions a role exports, each
+/// going to any one worker of the role (the least loaded).
+///
+/// ```no_run
+/// # fn f(mob: &mut mob_mio::Mobster) -> Result<(), mob_mio::Error> {
+/// let back = mob.require("back");
+/// back.call(mob, "foo", &())?.send()?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct Proxy {
+    role: String,
+}
+
+impl Proxy {
+    /// Starts a call of exported function `name` with `args`. Calling a name
+    /// the role does not export ends in [`RequestError::NotExported`].
+    pub fn call<'a, T: Serialize + ?Sized>(
+        &self,
+        mob: &'a mut Mobster,
+        name: &str,
+        args: &T,
+    ) -> Result<RequestBuilder<'a, Mobster>, Error> {
+        let payload = postcard::to_allocvec(args)?;
+        Ok(RequestBuilder::new(mob, Target::Any(self.role.clone()), name, payload).in_ns(RPC_NAMESPACE))
+    }
+
+    /// The role it calls.
+    pub fn role(&self) -> &str {
+        &self.role
     }
 }
 
 /// A worker process's connection to its kingpin, and its event loop.
 ///
-/// Register handlers with [`Mobster::on`], then call [`Mobster::run`]. The
-/// loop ends when the kingpin goes away (the worker should then exit) or the
-/// link fails.
+/// Register handlers with [`Mobster::on`] (one-way messages),
+/// [`Mobster::on_request`] (requests) and [`Mobster::export`] (functions for
+/// `require` proxies), then call [`Mobster::run`]. The loop ends when the
+/// kingpin goes away (the worker should then exit) or the link fails.
 ///
 /// ```no_run
 /// use mob_mio::{Mobster, Target};
 ///
 /// fn back(mut mob: Mobster) -> Result<(), mob_mio::Error> {
+///     mob.export("add", |_mob, req| {
+///         let (a, b): (u32, u32) = req.decode().unwrap_or_default();
+///         req.respond(&(a + b)).ok();
+///     })?;
 ///     mob.on("ping", |mob, msg| {
 ///         let n: u32 = msg.decode().unwrap_or(0);
 ///         mob.send(Target::Kingpin, "pong", &(n + 1)).ok();
@@ -70,22 +107,28 @@ impl WorkerEnv {
 /// ```
 pub struct Mobster {
     env: WorkerEnv,
+    config: WorkerConfig,
     proto: Worker,
+    started: bool,
     sock: UnixStream,
     poll: Poll,
     fds: FdTable<OwnedFd>,
-    handlers: HashMap<(String, String), Handler>,
-    fallback: Option<Handler>,
+    messages: HashMap<(String, String), MessageHandler>,
+    requests: HashMap<(String, String), RequestHandler>,
+    fallback: Option<MessageHandler>,
+    completions: Completions<Mobster>,
+    rx: Receiver<Command>,
+    tx: LoopTx,
+    clock: Clock,
     closed: Option<CloseReason>,
+    stop: bool,
     buf: Vec<u8>,
 }
 
 impl Mobster {
-    /// Connects to the kingpin described by the environment and queues the
-    /// handshake.
+    /// Connects to the kingpin described by the environment.
     pub fn from_env() -> Result<Mobster, Error> {
-        let env =
-            WorkerEnv::from_env().ok_or(Error::NotAWorker("MOB_ROLE or MOB_SLOT is not set"))?;
+        let env = WorkerEnv::from_env().ok_or(Error::NotAWorker("MOB_ROLE or MOB_SLOT is not set"))?;
         // SAFETY: the kingpin placed our channel at this fd for us alone; we
         // take ownership of it exactly once.
         let fd = unsafe { OwnedFd::from_raw_fd(env.fd) };
@@ -93,7 +136,7 @@ impl Mobster {
     }
 
     /// Connects over `channel` (a Unix stream socket) as the worker `env`
-    /// describes.
+    /// describes. The handshake leaves when the worker first sends or runs.
     pub fn new(env: WorkerEnv, channel: OwnedFd) -> Result<Mobster, Error> {
         mob_sys::channel::set_nonblocking(&channel, true)?;
         // Our own children must not inherit the channel, or the kingpin would
@@ -102,27 +145,32 @@ impl Mobster {
         let std_sock = std::os::unix::net::UnixStream::from(channel);
         let mut sock = UnixStream::from_std(std_sock);
         let poll = Poll::new()?;
-        poll.registry()
-            .register(&mut sock, LINK, Interest::READABLE | Interest::WRITABLE)?;
+        poll.registry().register(&mut sock, LINK, Interest::READABLE | Interest::WRITABLE)?;
+        let waker = Waker::new(poll.registry(), WAKER)?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        let tx = LoopTx { tx, shared: Arc::new(Shared { waker, thread: std::thread::current().id() }) };
         mob_sys::process::set_name(&format!("{}#{}", env.role, env.slot));
-        let config = WorkerConfig {
-            pid: std::process::id(),
-            role: env.role.clone(),
-            slot: env.slot,
-        };
-        let mut mob = Mobster {
-            proto: Worker::new(config),
+        let config =
+            WorkerConfig { pid: std::process::id(), role: env.role.clone(), slot: env.slot, exports: Vec::new() };
+        Ok(Mobster {
+            proto: Worker::new(config.clone()),
+            config,
+            started: false,
             env,
             sock,
             poll,
             fds: FdTable::new(),
-            handlers: HashMap::new(),
+            messages: HashMap::new(),
+            requests: HashMap::new(),
             fallback: None,
+            completions: Completions::new(),
+            rx,
+            tx,
+            clock: Clock::new(),
             closed: None,
+            stop: false,
             buf: vec![0; READ_BUF],
-        };
-        mob.write();
-        Ok(mob)
+        })
     }
 
     /// This worker's role.
@@ -145,35 +193,73 @@ impl Mobster {
         self.proto.welcome().map(|w| w.worker)
     }
 
-    /// Handles messages named `name` in the default namespace.
+    /// A clonable, `Send` handle for other threads.
+    pub fn handle(&self) -> Handle {
+        Handle::new(self.tx.clone())
+    }
+
+    /// Open requests, live callbacks, and unanswered calls (all zero when
+    /// nothing is in flight).
+    pub fn pending(&self) -> (usize, usize, usize) {
+        self.proto.pending()
+    }
+
+    /// Handles one-way messages named `name` in the default namespace.
     pub fn on(&mut self, name: &str, handler: impl FnMut(&mut Mobster, Message<Source>) + 'static) {
         self.on_ns(DEFAULT_NAMESPACE, name, handler);
     }
 
-    /// Handles messages named `name` in namespace `ns`.
-    pub fn on_ns(
-        &mut self,
-        ns: &str,
-        name: &str,
-        handler: impl FnMut(&mut Mobster, Message<Source>) + 'static,
-    ) {
-        self.handlers
-            .insert((ns.to_string(), name.to_string()), Box::new(handler));
+    /// Handles one-way messages named `name` in namespace `ns`.
+    pub fn on_ns(&mut self, ns: &str, name: &str, handler: impl FnMut(&mut Mobster, Message<Source>) + 'static) {
+        self.messages.insert((ns.to_string(), name.to_string()), Box::new(handler));
     }
 
-    /// Handles every message no other handler takes.
+    /// Handles every one-way message no other handler takes.
     pub fn on_any(&mut self, handler: impl FnMut(&mut Mobster, Message<Source>) + 'static) {
         self.fallback = Some(Box::new(handler));
     }
 
+    /// Handles requests named `name` in the default namespace. The handler
+    /// answers through the [`Request`] (now or later, from any thread).
+    pub fn on_request(&mut self, name: &str, handler: impl FnMut(&mut Mobster, Request<Source>) + 'static) {
+        self.on_request_ns(DEFAULT_NAMESPACE, name, handler);
+    }
+
+    /// Handles requests named `name` in namespace `ns`.
+    pub fn on_request_ns(
+        &mut self,
+        ns: &str,
+        name: &str,
+        handler: impl FnMut(&mut Mobster, Request<Source>) + 'static,
+    ) {
+        self.requests.insert((ns.to_string(), name.to_string()), Box::new(handler));
+    }
+
+    /// Exports function `name` to `require` proxies. Exports are announced
+    /// in the handshake, so they must be declared before the worker first
+    /// sends or runs ([`Error::TooLate`] otherwise).
+    pub fn export(
+        &mut self,
+        name: &str,
+        handler: impl FnMut(&mut Mobster, Request<Source>) + 'static,
+    ) -> Result<(), Error> {
+        if self.started {
+            return Err(Error::TooLate);
+        }
+        self.config.exports.push(name.to_string());
+        self.proto = Worker::new(self.config.clone());
+        self.on_request_ns(RPC_NAMESPACE, name, handler);
+        Ok(())
+    }
+
+    /// A proxy for the functions `role` exports.
+    pub fn require(&self, role: &str) -> Proxy {
+        Proxy { role: role.to_string() }
+    }
+
     /// Sends `value` (postcard-encoded) as message `name` in the default
     /// namespace.
-    pub fn send<T: Serialize + ?Sized>(
-        &mut self,
-        to: Target,
-        name: &str,
-        value: &T,
-    ) -> Result<(), Error> {
+    pub fn send<T: Serialize + ?Sized>(&mut self, to: Target, name: &str, value: &T) -> Result<(), Error> {
         let payload = postcard::to_allocvec(value)?;
         self.send_raw(to, DEFAULT_NAMESPACE, name, &payload, Vec::new())
     }
@@ -187,6 +273,7 @@ impl Mobster {
         payload: &[u8],
         fds: Vec<OwnedFd>,
     ) -> Result<(), Error> {
+        self.started = true;
         let handles = fds.into_iter().map(|fd| self.fds.insert(fd)).collect();
         let result = self.proto.send(to, ns, name, payload, handles);
         // Write now; other outputs (events, releases) wait for the loop, so a
@@ -195,29 +282,49 @@ impl Mobster {
         Ok(result?)
     }
 
-    /// Runs the event loop until the link closes. Returns `Ok` when the
-    /// kingpin closed the link cleanly.
+    /// Starts a request carrying `value` (postcard-encoded).
+    pub fn request<T: Serialize + ?Sized>(
+        &mut self,
+        to: Target,
+        name: &str,
+        value: &T,
+    ) -> Result<RequestBuilder<'_, Mobster>, Error> {
+        let payload = postcard::to_allocvec(value)?;
+        Ok(RequestBuilder::new(self, to, name, payload))
+    }
+
+    /// Asks the loop to stop after the current event.
+    pub fn stop(&mut self) {
+        self.stop = true;
+    }
+
+    /// Runs the event loop until the link closes or [`Mobster::stop`].
+    /// Returns `Ok` when the kingpin closed the link cleanly.
     pub fn run(mut self) -> Result<(), Error> {
+        self.started = true;
         let mut events = Events::with_capacity(16);
         loop {
             self.pump();
-            if self.closed.is_some() {
+            if self.closed.is_some() || self.stop {
                 break;
             }
-            if let Err(e) = self.poll.poll(&mut events, None) {
-                if e.kind() == std::io::ErrorKind::Interrupted {
-                    continue;
-                }
+            let timeout = self.proto.poll_timeout().map(|t| self.clock.until(t));
+            if let Err(e) = self.poll.poll(&mut events, timeout)
+                && e.kind() != std::io::ErrorKind::Interrupted
+            {
                 return Err(e.into());
             }
             for event in events.iter() {
-                if event.is_readable() || event.is_read_closed() {
-                    self.read();
-                }
-                if event.is_writable() {
-                    self.write();
+                if event.token() == LINK {
+                    if event.is_readable() || event.is_read_closed() {
+                        self.read();
+                    }
+                    if event.is_writable() {
+                        self.write();
+                    }
                 }
             }
+            self.proto.handle_timeout(self.clock.now());
         }
         match self.closed.take() {
             Some(CloseReason::Eof) | None => Ok(()),
@@ -226,13 +333,7 @@ impl Mobster {
     }
 
     fn read(&mut self) {
-        let Mobster {
-            sock,
-            buf,
-            fds,
-            proto,
-            ..
-        } = self;
+        let Mobster { sock, buf, fds, proto, .. } = self;
         let end = read_link(sock, buf, fds, |bytes, handles| {
             proto.handle_read(bytes, handles);
             !proto.is_closed()
@@ -245,56 +346,141 @@ impl Mobster {
     }
 
     fn write(&mut self) {
-        if let WriteEnd::Failed =
-            write_link(&self.sock, &mut WorkerOut(&mut self.proto), &mut self.fds)
-        {
+        if let WriteEnd::Failed = write_link(&self.sock, &mut WorkerOut(&mut self.proto), &mut self.fds) {
             self.proto.handle_link_error("write error");
         }
     }
 
-    /// Carries out everything proto asks for.
+    /// Carries out everything proto and other threads ask for, until both
+    /// are quiet.
     fn pump(&mut self) {
-        while let Some(out) = self.proto.poll_output() {
-            match out {
-                WorkerOutput::Transmit => self.write(),
-                WorkerOutput::ReleaseFd(h) => drop(self.fds.take(h)),
-                WorkerOutput::Closed(reason) => self.closed = Some(reason),
-                WorkerOutput::Event(WorkerEvent::Welcome(_)) => {}
-                WorkerOutput::Event(WorkerEvent::Message {
-                    from,
-                    ns,
-                    name,
-                    payload,
-                    fds,
-                }) => {
-                    let fds = self.take_fds(fds);
-                    self.dispatch(Message {
-                        from,
-                        ns,
-                        name,
-                        payload,
-                        fds,
-                    });
-                }
+        loop {
+            let mut busy = false;
+            while let Ok(cmd) = self.rx.try_recv() {
+                busy = true;
+                self.command(cmd);
+            }
+            while let Some(out) = self.proto.poll_output() {
+                busy = true;
+                self.output(out);
+            }
+            if !busy {
+                return;
             }
         }
     }
 
-    fn take_fds(&mut self, handles: Vec<FdHandle>) -> Vec<OwnedFd> {
-        handles
-            .into_iter()
-            .filter_map(|h| self.fds.take(h))
-            .collect()
+    fn output(&mut self, out: WorkerOutput) {
+        match out {
+            WorkerOutput::Transmit => self.write(),
+            WorkerOutput::ReleaseFd(h) => drop(self.fds.take(h)),
+            WorkerOutput::Closed(reason) => self.closed = Some(reason),
+            WorkerOutput::Event(event) => self.event(event),
+        }
     }
 
-    fn dispatch(&mut self, msg: Message<Source>) {
+    fn event(&mut self, event: WorkerEvent) {
+        match event {
+            WorkerEvent::Welcome(_) | WorkerEvent::Cancelled { .. } => {}
+            WorkerEvent::Message { from, ns, name, payload, fds } => {
+                let fds = self.take_fds(fds);
+                self.dispatch_message(Message { from, ns, name, payload, fds });
+            }
+            WorkerEvent::Request { call, from, ns, name, payload, fds, callbacks } => {
+                let fds = self.take_fds(fds);
+                let to = Answer::Call(call);
+                let callbacks = callbacks.into_iter().map(|id| Callback::new(to, id, self.tx.clone())).collect();
+                let responder = Responder::new(to, self.tx.clone());
+                self.dispatch_request(Request::new(from, ns, name, payload, fds, callbacks, responder));
+            }
+            WorkerEvent::Reply { id, result } => {
+                let outcome = result.map(|(payload, fds)| Reply { payload, fds: self.take_fds(fds) });
+                if let Some(done) = self.completions.done.remove(&id) {
+                    done.finish(self, outcome);
+                }
+            }
+            WorkerEvent::Callback { callback, payload, fds } => {
+                let reply = Reply { payload, fds: self.take_fds(fds) };
+                if let Some(f) = self.completions.callbacks.remove(&callback) {
+                    f(self, reply);
+                }
+            }
+            WorkerEvent::CallbackReleased { callback } => {
+                self.completions.callbacks.remove(&callback);
+            }
+        }
+    }
+
+    fn command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Send { to, ns, name, payload, fds } => {
+                let _ = self.send_raw(to, &ns, &name, &payload, fds);
+            }
+            Command::Request(r) => {
+                let spec =
+                    Spec { to: r.to, ns: r.ns, name: r.name, payload: r.payload, fds: r.fds, timeout: r.timeout };
+                let _ = self.begin(spec, Vec::new(), Done::Remote(r.done));
+            }
+            Command::Respond { to: Answer::Call(call), result, payload, fds } => {
+                let handles = fds.into_iter().map(|fd| self.fds.insert(fd)).collect();
+                let _ = self.proto.respond(call, result, &payload, handles);
+            }
+            Command::Invoke { to: Answer::Call(call), callback, payload, fds } => {
+                let handles = fds.into_iter().map(|fd| self.fds.insert(fd)).collect();
+                let _ = self.proto.invoke(call, callback, &payload, handles);
+            }
+            Command::Respond { .. } | Command::Invoke { .. } => {}
+            Command::Stop => self.stop = true,
+        }
+    }
+
+    fn take_fds(&mut self, handles: Vec<FdHandle>) -> Vec<OwnedFd> {
+        handles.into_iter().filter_map(|h| self.fds.take(h)).collect()
+    }
+
+    fn dispatch_message(&mut self, msg: Message<Source>) {
         let key = (msg.ns.clone(), msg.name.clone());
-        if let Some(mut h) = self.handlers.remove(&key) {
+        if let Some(mut h) = self.messages.remove(&key) {
             h(self, msg);
-            self.handlers.entry(key).or_insert(h);
+            self.messages.entry(key).or_insert(h);
         } else if let Some(mut h) = self.fallback.take() {
             h(self, msg);
             self.fallback.get_or_insert(h);
+        }
+    }
+
+    fn dispatch_request(&mut self, req: Request<Source>) {
+        let key = (req.ns.clone(), req.name.clone());
+        if let Some(mut h) = self.requests.remove(&key) {
+            h(self, req);
+            self.requests.entry(key).or_insert(h);
+        } else {
+            let known_ns = self.requests.keys().any(|(ns, _)| *ns == req.ns);
+            let failure =
+                if known_ns || req.ns == DEFAULT_NAMESPACE { Failure::Unhandled } else { Failure::UnknownNamespace };
+            req.into_responder().refuse(failure);
+        }
+    }
+}
+
+impl RequestLoop for Mobster {
+    fn begin(&mut self, spec: Spec, callbacks: Vec<CallbackFn<Self>>, done: Done<Self>) -> Result<u64, Error> {
+        self.started = true;
+        let Spec { to, ns, name, payload, fds, timeout } = spec;
+        let handles = fds.into_iter().map(|fd| self.fds.insert(fd)).collect();
+        let now = self.clock.now();
+        match self.proto.request(to, &ns, &name, &payload, handles, timeout, callbacks.len(), now) {
+            Ok((id, ids)) => {
+                self.completions.insert(id, done, ids, callbacks);
+                self.write();
+                Ok(id)
+            }
+            Err(e) => {
+                if let Done::Remote(r) = done {
+                    r.finish(Err(Error::Send(e.clone())));
+                }
+                Err(Error::Send(e))
+            }
         }
     }
 }

@@ -19,13 +19,7 @@ pub const MAX_FDS_PER_READ: usize = 32;
 /// assert_eq!(mob_sys::channel::recv_with_fds(&b, &mut buf, &mut fds).unwrap(), 2);
 /// ```
 pub fn socketpair() -> io::Result<(OwnedFd, OwnedFd)> {
-    socket::socketpair(
-        AddressFamily::Unix,
-        SockType::Stream,
-        None,
-        SockFlag::SOCK_CLOEXEC,
-    )
-    .map_err(io::Error::from)
+    socket::socketpair(AddressFamily::Unix, SockType::Stream, None, SockFlag::SOCK_CLOEXEC).map_err(io::Error::from)
 }
 
 /// Sets or clears O_NONBLOCK.
@@ -33,11 +27,7 @@ pub fn set_nonblocking(fd: &impl AsRawFd, on: bool) -> io::Result<()> {
     use nix::fcntl::{FcntlArg, OFlag, fcntl};
     let fd = unsafe { BorrowedFd::borrow_raw(fd.as_raw_fd()) };
     let flags = OFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFL)?);
-    let flags = if on {
-        flags | OFlag::O_NONBLOCK
-    } else {
-        flags & !OFlag::O_NONBLOCK
-    };
+    let flags = if on { flags | OFlag::O_NONBLOCK } else { flags & !OFlag::O_NONBLOCK };
     fcntl(fd, FcntlArg::F_SETFL(flags))?;
     Ok(())
 }
@@ -87,9 +77,7 @@ impl std::fmt::Display for RecvError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             RecvError::Io(e) => e.fmt(f),
-            RecvError::ControlTruncated => {
-                f.write_str("control data truncated (MSG_CTRUNC): fds lost")
-            }
+            RecvError::ControlTruncated => f.write_str("control data truncated (MSG_CTRUNC): fds lost"),
         }
     }
 }
@@ -101,20 +89,12 @@ impl std::error::Error for RecvError {}
 ///
 /// Written against libc directly: on MSG_CTRUNC the fds that the kernel did
 /// install must still be found and closed, which nix's parser refuses to do.
-pub fn recv_with_fds(
-    sock: &impl AsRawFd,
-    buf: &mut [u8],
-    fds: &mut Vec<OwnedFd>,
-) -> Result<usize, RecvError> {
+pub fn recv_with_fds(sock: &impl AsRawFd, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> Result<usize, RecvError> {
     use nix::libc;
-    const SPACE: usize =
-        unsafe { libc::CMSG_SPACE((MAX_FDS_PER_READ * size_of::<RawFd>()) as u32) } as usize;
+    const SPACE: usize = unsafe { libc::CMSG_SPACE((MAX_FDS_PER_READ * size_of::<RawFd>()) as u32) } as usize;
     // u64 storage keeps the control buffer aligned for cmsghdr.
     let mut control = [0u64; SPACE.div_ceil(8)];
-    let mut iov = libc::iovec {
-        iov_base: buf.as_mut_ptr().cast(),
-        iov_len: buf.len(),
-    };
+    let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
     // SAFETY: zeroed msghdr is valid; every pointer set below outlives the call.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     msg.msg_iov = &mut iov;
@@ -166,10 +146,7 @@ mod tests {
     fn fds_travel_with_the_first_byte() {
         let (a, b) = socketpair().unwrap();
         let (p, q) = socketpair().unwrap();
-        assert_eq!(
-            send_with_fds(&a, b"xyz", &[p.as_raw_fd(), q.as_fd().as_raw_fd()]).unwrap(),
-            3
-        );
+        assert_eq!(send_with_fds(&a, b"xyz", &[p.as_raw_fd(), q.as_fd().as_raw_fd()]).unwrap(), 3);
         let mut buf = [0u8; 16];
         let mut fds = Vec::new();
         assert_eq!(recv_with_fds(&b, &mut buf, &mut fds).unwrap(), 3);

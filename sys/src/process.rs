@@ -71,16 +71,11 @@ pub fn rss_kib() -> io::Result<u64> {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "unexpected /proc/self/statm"))?;
-    let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
-        .ok()
-        .flatten()
-        .unwrap_or(4096) as u64;
+    let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE).ok().flatten().unwrap_or(4096) as u64;
     Ok(pages * page / 1024)
 }
 
 /// Number of fds this process has open, from `/proc/self/fd`.
 pub fn open_fd_count() -> io::Result<usize> {
-    Ok(std::fs::read_dir("/proc/self/fd")?
-        .count()
-        .saturating_sub(1))
+    Ok(std::fs::read_dir("/proc/self/fd")?.count().saturating_sub(1))
 }

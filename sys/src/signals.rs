@@ -34,32 +34,18 @@ impl SignalPipe {
     /// Installs handlers for `signals` (with `SA_RESTART`, and
     /// `SA_NOCLDSTOP` for SIGCHLD) that write the signal number to a pipe.
     pub fn install(signals: &[Signal]) -> io::Result<SignalPipe> {
-        let (read, write) =
-            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)?;
-        if WRITE_FD
-            .compare_exchange(-1, write.as_raw_fd(), Ordering::SeqCst, Ordering::SeqCst)
-            .is_err()
-        {
-            return Err(io::Error::new(
-                io::ErrorKind::AlreadyExists,
-                "a SignalPipe is already installed",
-            ));
+        let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)?;
+        if WRITE_FD.compare_exchange(-1, write.as_raw_fd(), Ordering::SeqCst, Ordering::SeqCst).is_err() {
+            return Err(io::Error::new(io::ErrorKind::AlreadyExists, "a SignalPipe is already installed"));
         }
         for &sig in signals {
-            let flags = SaFlags::SA_RESTART
-                | if sig == Signal::SIGCHLD {
-                    SaFlags::SA_NOCLDSTOP
-                } else {
-                    SaFlags::empty()
-                };
+            let flags =
+                SaFlags::SA_RESTART | if sig == Signal::SIGCHLD { SaFlags::SA_NOCLDSTOP } else { SaFlags::empty() };
             let action = SigAction::new(SigHandler::Handler(on_signal), flags, SigSet::empty());
             // SAFETY: the handler only calls write(2) and saves errno.
             unsafe { signal::sigaction(sig, &action) }?;
         }
-        Ok(SignalPipe {
-            read,
-            _write: write,
-        })
+        Ok(SignalPipe { read, _write: write })
     }
 
     /// Signals received since the last drain (each at most once per drain).

@@ -36,14 +36,7 @@ pub fn spawn_worker(cmd: &mut Command, channel: OwnedFd) -> io::Result<Child> {
             } else if libc::dup2(fd, CHANNEL_FD) == -1 {
                 return Err(io::Error::last_os_error());
             }
-            if libc::prctl(
-                libc::PR_SET_PDEATHSIG,
-                libc::SIGKILL as libc::c_ulong,
-                0,
-                0,
-                0,
-            ) == -1
-            {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) == -1 {
                 return Err(io::Error::last_os_error());
             }
             if libc::getppid() != parent {

@@ -13,10 +13,7 @@ fn too_many_fds_truncate_and_every_received_fd_is_closed() {
     send_with_fds(&a, b"x", &many).unwrap();
     let mut buf = [0u8; 4];
     let mut fds = Vec::new();
-    assert!(matches!(
-        recv_with_fds(&b, &mut buf, &mut fds),
-        Err(RecvError::ControlTruncated)
-    ));
+    assert!(matches!(recv_with_fds(&b, &mut buf, &mut fds), Err(RecvError::ControlTruncated)));
     assert!(fds.is_empty());
     assert_eq!(mob_sys::process::open_fd_count().unwrap(), before);
 }

@@ -1,8 +1,8 @@
 //! Helpers for tests that run real mob processes: start the test application,
 //! read its event lines with deadlines, and look at processes in `/proc`.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::time::{Duration, Instant};
 
@@ -28,6 +28,7 @@ pub struct Line {
 pub struct TestApp {
     child: Child,
     lines: Receiver<String>,
+    stdin: Option<ChildStdin>,
 }
 
 impl TestApp {
@@ -36,11 +37,12 @@ impl TestApp {
     /// `"echo:4,idle:2"`) and extra environment.
     pub fn start(exe: &str, roles: &str, env: &[(&str, &str)]) -> TestApp {
         let mut cmd = Command::new(exe);
-        cmd.arg(roles).stdout(Stdio::piped()).stdin(Stdio::null());
+        cmd.arg(roles).stdout(Stdio::piped()).stdin(Stdio::piped());
         for (k, v) in env {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().expect("start mob-test-app");
+        let stdin = child.stdin.take();
         let stdout = child.stdout.take().expect("piped stdout");
         let (tx, lines) = channel();
         std::thread::spawn(move || {
@@ -51,7 +53,14 @@ impl TestApp {
                 }
             }
         });
-        TestApp { child, lines }
+        TestApp { child, lines, stdin }
+    }
+
+    /// Sends the kingpin one command line (see `mob-test-app`'s docs).
+    pub fn command(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("kingpin stdin");
+        writeln!(stdin, "{line}").expect("write a command to the kingpin");
+        stdin.flush().expect("flush the kingpin's stdin");
     }
 
     /// The kingpin's pid.
@@ -90,6 +99,7 @@ impl TestApp {
 
     /// Sends SIGKILL to the kingpin and reaps it.
     pub fn kill_kingpin(&mut self) {
+        self.stdin = None;
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -108,23 +118,14 @@ fn parse(raw: &str) -> Option<Line> {
     let slot = it.next()?.parse().ok()?;
     let pid = it.next()?.parse().ok()?;
     let rest = it.next().unwrap_or("").to_string();
-    Some(Line {
-        what,
-        role,
-        slot,
-        pid,
-        rest,
-    })
+    Some(Line { what, role, slot, pid, rest })
 }
 
 /// Whether `pid` is a live process (a zombie counts as gone).
 pub fn alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(stat) => {
-            let state = stat
-                .rsplit(')')
-                .next()
-                .and_then(|s| s.trim_start().chars().next());
+            let state = stat.rsplit(')').next().and_then(|s| s.trim_start().chars().next());
             state != Some('Z') && state != Some('X')
         }
         Err(_) => false,

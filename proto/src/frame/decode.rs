@@ -61,16 +61,10 @@ impl fmt::Display for DecodeError {
                 write!(f, "frame body of {len} bytes exceeds the limit of {max}")
             }
             DecodeError::TooManyFds { claimed } => {
-                write!(
-                    f,
-                    "frame claims {claimed} fds, more than {MAX_FDS_PER_FRAME}"
-                )
+                write!(f, "frame claims {claimed} fds, more than {MAX_FDS_PER_FRAME}")
             }
             DecodeError::MissingFds { claimed, arrived } => {
-                write!(
-                    f,
-                    "frame claims {claimed} fds but {arrived} arrived with it"
-                )
+                write!(f, "frame claims {claimed} fds but {arrived} arrived with it")
             }
             DecodeError::UnexpectedFds { count } => {
                 write!(f, "{count} fds arrived that no frame claims")
@@ -197,9 +191,7 @@ impl Decoder {
         // A read that lies wholly inside a frame already begun cannot carry
         // that frame's fds, nor any later frame's.
         let inside_current = match self.pending {
-            Some(h) => {
-                start > self.offset && end <= self.offset + (HEADER_LEN as u64) + u64::from(h.len)
-            }
+            Some(h) => start > self.offset && end <= self.offset + (HEADER_LEN as u64) + u64::from(h.len),
             None => false,
         };
         if bytes.is_empty() || inside_current || self.queued_fds > 2 * MAX_FDS_PER_FRAME {
@@ -238,10 +230,7 @@ impl Decoder {
                 raw.copy_from_slice(&self.buf[..HEADER_LEN]);
                 let h = Header::decode(&raw)?;
                 if h.len > self.max_body {
-                    return Err(DecodeError::TooLarge {
-                        len: h.len,
-                        max: self.max_body,
-                    });
+                    return Err(DecodeError::TooLarge { len: h.len, max: self.max_body });
                 }
                 self.pending = Some(h);
                 h
@@ -256,11 +245,7 @@ impl Decoder {
         self.buf.advance(HEADER_LEN);
         let body = self.buf.split_to(header.len as usize).freeze();
         self.offset += total as u64;
-        Ok(Some(RawFrame {
-            kind: header.kind,
-            body,
-            fds,
-        }))
+        Ok(Some(RawFrame { kind: header.kind, body, fds }))
     }
 
     fn need_more(&self) -> Result<Option<RawFrame>, DecodeError> {
@@ -268,14 +253,10 @@ impl Decoder {
             return Ok(None);
         }
         if !self.buf.is_empty() {
-            return Err(DecodeError::Truncated {
-                buffered: self.buf.len(),
-            });
+            return Err(DecodeError::Truncated { buffered: self.buf.len() });
         }
         if self.queued_fds > 0 {
-            return Err(DecodeError::UnexpectedFds {
-                count: self.queued_fds,
-            });
+            return Err(DecodeError::UnexpectedFds { count: self.queued_fds });
         }
         Ok(None)
     }
@@ -286,9 +267,7 @@ impl Decoder {
         if let Some(front) = self.batches.front()
             && front.end <= at
         {
-            return Err(DecodeError::UnexpectedFds {
-                count: front.fds.len(),
-            });
+            return Err(DecodeError::UnexpectedFds { count: front.fds.len() });
         }
         if header.fds == 0 {
             return Ok(Vec::new());
@@ -298,15 +277,10 @@ impl Decoder {
             _ => 0,
         };
         if arrived < usize::from(header.fds) {
-            return Err(DecodeError::MissingFds {
-                claimed: header.fds,
-                arrived,
-            });
+            return Err(DecodeError::MissingFds { claimed: header.fds, arrived });
         }
         if arrived > usize::from(header.fds) {
-            return Err(DecodeError::UnexpectedFds {
-                count: arrived - usize::from(header.fds),
-            });
+            return Err(DecodeError::UnexpectedFds { count: arrived - usize::from(header.fds) });
         }
         let batch = self.batches.pop_front().map(|b| b.fds).unwrap_or_default();
         self.queued_fds -= batch.len();
@@ -328,13 +302,7 @@ mod tests {
     use alloc::vec;
 
     fn frame(kind: u8, body: &[u8], fds: u8) -> Vec<u8> {
-        let mut v = Header {
-            len: body.len() as u32,
-            kind,
-            fds,
-        }
-        .encode()
-        .to_vec();
+        let mut v = Header { len: body.len() as u32, kind, fds }.encode().to_vec();
         v.extend_from_slice(body);
         v
     }
@@ -365,30 +333,14 @@ mod tests {
     #[test]
     fn too_large() {
         let mut d = Decoder::new(4);
-        d.handle_read(
-            &Header {
-                len: 5,
-                kind: 16,
-                fds: 0,
-            }
-            .encode(),
-            vec![],
-        );
+        d.handle_read(&Header { len: 5, kind: 16, fds: 0 }.encode(), vec![]);
         assert_eq!(d.decode(), Err(DecodeError::TooLarge { len: 5, max: 4 }));
     }
 
     #[test]
     fn too_many_fds_and_reserved_bytes() {
         let mut d = Decoder::new(DEFAULT_MAX_BODY);
-        d.handle_read(
-            &Header {
-                len: 0,
-                kind: 16,
-                fds: 33,
-            }
-            .encode(),
-            vec![],
-        );
+        d.handle_read(&Header { len: 0, kind: 16, fds: 33 }.encode(), vec![]);
         assert_eq!(d.decode(), Err(DecodeError::TooManyFds { claimed: 33 }));
         let mut d = Decoder::new(DEFAULT_MAX_BODY);
         d.handle_read(&[0, 0, 0, 0, 16, 0, 1, 0], vec![]);
@@ -414,13 +366,7 @@ mod tests {
     fn missing_fds() {
         let mut d = Decoder::new(DEFAULT_MAX_BODY);
         d.handle_read(&frame(16, b"x", 1), vec![]);
-        assert_eq!(
-            d.decode(),
-            Err(DecodeError::MissingFds {
-                claimed: 1,
-                arrived: 0
-            })
-        );
+        assert_eq!(d.decode(), Err(DecodeError::MissingFds { claimed: 1, arrived: 0 }));
     }
 
     #[test]

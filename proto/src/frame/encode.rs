@@ -91,13 +91,7 @@ pub struct OutBuf {
 impl OutBuf {
     /// An empty queue for frames of at most `max_body` body bytes.
     pub fn new(max_body: u32) -> OutBuf {
-        OutBuf {
-            buf: Vec::new(),
-            head: 0,
-            base: 0,
-            marks: VecDeque::new(),
-            max_body,
-        }
+        OutBuf { buf: Vec::new(), head: 0, base: 0, marks: VecDeque::new(), max_body }
     }
 
     /// Changes the body limit (for example after a handshake).
@@ -158,10 +152,7 @@ impl OutBuf {
         if let Some((at, _)) = marks.next() {
             end = (at - self.base) as usize;
         }
-        Some(Transmit {
-            bytes: &self.buf[self.head..end],
-            fds,
-        })
+        Some(Transmit { bytes: &self.buf[self.head..end], fds })
     }
 
     /// Records that `n` bytes of the last [`OutBuf::peek`] were written, and
@@ -172,9 +163,7 @@ impl OutBuf {
         }
         let head_offset = self.base + self.head as u64;
         let sent = match self.marks.front() {
-            Some((at, _)) if *at == head_offset => {
-                self.marks.pop_front().map(|(_, f)| f).unwrap_or_default()
-            }
+            Some((at, _)) if *at == head_offset => self.marks.pop_front().map(|(_, f)| f).unwrap_or_default(),
             _ => Vec::new(),
         };
         self.head = (self.head + n).min(self.buf.len());
@@ -231,7 +220,13 @@ impl OutBuf {
 
 /// Encodes one frame (header, `meta` in postcard, `payload`) into a new
 /// buffer, for frames that wait before they join a link's queue.
-pub fn encode_frame<M: Serialize + ?Sized>(kind: u8, meta: &M, payload: &[u8], fds: usize, max_body: u32) -> Result<Vec<u8>, EncodeError> {
+pub fn encode_frame<M: Serialize + ?Sized>(
+    kind: u8,
+    meta: &M,
+    payload: &[u8],
+    fds: usize,
+    max_body: u32,
+) -> Result<Vec<u8>, EncodeError> {
     if fds > MAX_FDS_PER_FRAME {
         return Err(EncodeError::TooManyFds { count: fds });
     }
@@ -241,7 +236,14 @@ pub fn encode_frame<M: Serialize + ?Sized>(kind: u8, meta: &M, payload: &[u8], f
 }
 
 /// Appends a frame to `buf`; on error `buf` is as it was.
-fn write_frame<M: Serialize + ?Sized>(buf: &mut Vec<u8>, kind: u8, meta: &M, payload: &[u8], fds: usize, max_body: u32) -> Result<(), EncodeError> {
+fn write_frame<M: Serialize + ?Sized>(
+    buf: &mut Vec<u8>,
+    kind: u8,
+    meta: &M,
+    payload: &[u8],
+    fds: usize,
+    max_body: u32,
+) -> Result<(), EncodeError> {
     let start = buf.len();
     buf.extend_from_slice(&[0; HEADER_LEN]);
     if postcard::serialize_with_flavor(meta, VecFlavor(buf)).is_err() {
@@ -289,9 +291,7 @@ mod tests {
     #[test]
     fn errors_return_the_fds_and_queue_nothing() {
         let mut out = OutBuf::new(8);
-        let (e, fds) = out
-            .push(16, &(), &[0; 9], vec![FdHandle::from_raw(1)])
-            .unwrap_err();
+        let (e, fds) = out.push(16, &(), &[0; 9], vec![FdHandle::from_raw(1)]).unwrap_err();
         assert_eq!(e, EncodeError::TooLarge { len: 9, max: 8 });
         assert_eq!(fds.len(), 1);
         let many = (0..33).map(FdHandle::from_raw).collect();
@@ -324,8 +324,7 @@ mod tests {
     #[test]
     fn partial_writes_keep_fds_with_the_first_byte() {
         let mut out = OutBuf::new(DEFAULT_MAX_BODY);
-        out.push(16, &7u32, b"abc", vec![FdHandle::from_raw(5)])
-            .unwrap();
+        out.push(16, &7u32, b"abc", vec![FdHandle::from_raw(5)]).unwrap();
         // Nothing written (EAGAIN): the fds stay queued.
         assert!(out.advance(0).is_empty());
         assert_eq!(out.peek().unwrap().fds.len(), 1);
@@ -342,11 +341,7 @@ mod tests {
         let mut dec = Decoder::new(DEFAULT_MAX_BODY);
         let big = vec![1u8; 40_000];
         for i in 0..20u64 {
-            let fds = if i % 3 == 0 {
-                vec![FdHandle::from_raw(i)]
-            } else {
-                vec![]
-            };
+            let fds = if i % 3 == 0 { vec![FdHandle::from_raw(i)] } else { vec![] };
             out.push(16, &i, &big, fds).unwrap();
             // Write a little less than everything, carrying fds as a socket would.
             while out.len() > 1000 {

@@ -68,19 +68,12 @@ impl Header {
     /// length, which depends on the receiver's limit).
     pub fn decode(bytes: &[u8; HEADER_LEN]) -> Result<Header, DecodeError> {
         if bytes[6] != 0 || bytes[7] != 0 {
-            return Err(DecodeError::Malformed {
-                kind: bytes[4],
-                reason: "reserved header bytes are not zero",
-            });
+            return Err(DecodeError::Malformed { kind: bytes[4], reason: "reserved header bytes are not zero" });
         }
         if usize::from(bytes[5]) > MAX_FDS_PER_FRAME {
             return Err(DecodeError::TooManyFds { claimed: bytes[5] });
         }
-        Ok(Header {
-            len: u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]),
-            kind: bytes[4],
-            fds: bytes[5],
-        })
+        Ok(Header { len: u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]), kind: bytes[4], fds: bytes[5] })
     }
 }
 

@@ -119,7 +119,13 @@ impl Kingpin {
         match self.dispatch_call(Some(link), &to, &call, &payload, fds) {
             Ok(target) => {
                 let deadline = now + Duration::from_millis(timeout_ms);
-                let entry = CallEntry::Forward { origin: link, origin_id: id, target, replied: false, callbacks: callbacks.len() };
+                let entry = CallEntry::Forward {
+                    origin: link,
+                    origin_id: id,
+                    target,
+                    replied: false,
+                    callbacks: callbacks.len(),
+                };
                 self.calls.insert(k, deadline, entry);
             }
             Err(failure) => {
@@ -147,7 +153,9 @@ impl Kingpin {
                 };
                 self.event(Event::Reply { id: k, result });
             }
-            Some(CallEntry::Forward { origin, origin_id, target, replied, callbacks }) if *target == link && !*replied => {
+            Some(CallEntry::Forward { origin, origin_id, target, replied, callbacks })
+                if *target == link && !*replied =>
+            {
                 *replied = true;
                 let (origin, origin_id, done) = (*origin, *origin_id, *callbacks == 0);
                 if done {
@@ -168,7 +176,9 @@ impl Kingpin {
     pub(super) fn on_invoke(&mut self, link: LinkId, invoke: Invoke, payload: Bytes, fds: Vec<FdHandle>) {
         let k = invoke.call;
         match self.calls.get_mut(k) {
-            Some(CallEntry::Forward { origin, origin_id, target, replied, callbacks }) if *target == link && *callbacks > 0 => {
+            Some(CallEntry::Forward { origin, origin_id, target, replied, callbacks })
+                if *target == link && *callbacks > 0 =>
+            {
                 *callbacks -= 1;
                 let (origin, origin_id) = (*origin, *origin_id);
                 if *replied && *callbacks == 0 {

@@ -72,7 +72,14 @@ pub(super) struct Queued {
 
 impl Kingpin {
     /// Queues a frame for `link`. On error the fds are released.
-    pub(super) fn push<M: serde::Serialize>(&mut self, link: LinkId, kind: Kind, meta: &M, payload: &[u8], fds: Vec<FdHandle>) -> Result<(), SendError> {
+    pub(super) fn push<M: serde::Serialize>(
+        &mut self,
+        link: LinkId,
+        kind: Kind,
+        meta: &M,
+        payload: &[u8],
+        fds: Vec<FdHandle>,
+    ) -> Result<(), SendError> {
         self.push_with(link, kind, meta, payload, fds, Queued { reroute: None, call: None })
     }
 
@@ -109,14 +116,16 @@ impl Kingpin {
             Phase::Spawning | Phase::Handshaking if l.early_bytes + payload.len() > early_limit => {
                 Err((SendError::Backpressure, fds))
             }
-            Phase::Spawning | Phase::Handshaking => match encode_frame(kind as u8, meta, payload, fds.len(), l.out_max()) {
-                Ok(frame) => {
-                    l.early_bytes += frame.len();
-                    l.early.push_back(Early { frame, fds, reroute: queued.reroute, call: queued.call });
-                    Ok(())
+            Phase::Spawning | Phase::Handshaking => {
+                match encode_frame(kind as u8, meta, payload, fds.len(), l.out_max()) {
+                    Ok(frame) => {
+                        l.early_bytes += frame.len();
+                        l.early.push_back(Early { frame, fds, reroute: queued.reroute, call: queued.call });
+                        Ok(())
+                    }
+                    Err(e) => Err((SendError::Encode(e), fds)),
                 }
-                Err(e) => Err((SendError::Encode(e), fds)),
-            },
+            }
             Phase::Closing => Err((SendError::Closed, fds)),
         };
         result.map_err(|(e, fds)| {

@@ -484,7 +484,14 @@ impl Kingpin {
     /// All, role and pid targets include workers that are still starting: their
     /// messages wait, in order, until the handshake ends. fds can go to one
     /// recipient only. On error the fds are released.
-    pub fn send(&mut self, to: Target, ns: &str, name: &str, payload: &[u8], fds: Vec<FdHandle>) -> Result<(), SendError> {
+    pub fn send(
+        &mut self,
+        to: Target,
+        ns: &str,
+        name: &str,
+        payload: &[u8],
+        fds: Vec<FdHandle>,
+    ) -> Result<(), SendError> {
         self.route_send(None, to, ns, name, payload, fds)
     }
 
@@ -539,7 +546,14 @@ impl Kingpin {
 
     /// Answers request `id` from the worker on `link`. A second answer is
     /// [`RespondError::NotPending`]; so is an answer to a worker that is gone.
-    pub fn respond(&mut self, link: LinkId, id: u64, result: Result<(), Failure>, payload: &[u8], fds: Vec<FdHandle>) -> Result<(), RespondError> {
+    pub fn respond(
+        &mut self,
+        link: LinkId,
+        id: u64,
+        result: Result<(), Failure>,
+        payload: &[u8],
+        fds: Vec<FdHandle>,
+    ) -> Result<(), RespondError> {
         if !self.link_mut(link).is_some_and(|l| l.incoming.remove(&id)) {
             self.release(fds);
             return Err(RespondError::NotPending);
@@ -549,7 +563,14 @@ impl Kingpin {
     }
 
     /// Invokes callback `callback` of request `id` from the worker on `link`.
-    pub fn invoke(&mut self, link: LinkId, id: u64, callback: u64, payload: &[u8], fds: Vec<FdHandle>) -> Result<(), SendError> {
+    pub fn invoke(
+        &mut self,
+        link: LinkId,
+        id: u64,
+        callback: u64,
+        payload: &[u8],
+        fds: Vec<FdHandle>,
+    ) -> Result<(), SendError> {
         self.push(link, Kind::Invoke, &wire::Invoke { call: id, callback }, payload, fds)
     }
 
@@ -617,7 +638,8 @@ impl Kingpin {
         };
         let Some(l) = self.link_mut(link) else { return };
         if *l.info.role != *hello.role || l.info.slot != hello.slot {
-            let reason = format!("started as {}#{}, hello says {}#{}", l.info.role, l.info.slot, hello.role, hello.slot);
+            let reason =
+                format!("started as {}#{}, hello says {}#{}", l.info.role, l.info.slot, hello.role, hello.slot);
             let reject = Reject { version: ours, reason };
             return self.close(link, CloseReason::Protocol("hello names another role or slot"), Some(reject));
         }

@@ -1,48 +1,174 @@
-//! The application the integration tests drive. Its kingpin prints one line
-//! per event on stdout: `WHAT ROLE SLOT PID [REST]`.
+//! The application the integration tests drive.
 //!
-//! Usage: `mob-test-app ROLE:COUNT[,ROLE:COUNT...]`. Roles:
-//! - `echo`: answers the kingpin's `ping` with `pong` carrying the same text;
-//! - `idle`: does nothing but stay connected;
-//! - `garbage`: writes bytes that are not a mob frame, then idles.
+//! Usage: `mob-test-app ROLE:COUNT[,ROLE:COUNT...]`. Every role runs the same
+//! worker (below) except `garbage`, which writes bytes that are not a mob
+//! frame. The kingpin prints one line per event on stdout,
+//! `WHAT ROLE SLOT PID [REST]`, and takes commands on stdin, one per line:
 //!
-//! When a worker comes up, the kingpin sends it `ping` with its pid.
+//! - `send TARGET NAME TEXT`: a one-way message from the kingpin;
+//! - `request TARGET NAME TEXT TIMEOUT_MS`: a request from the kingpin; its
+//!   end is printed as `reply _ 0 0 TAG RESULT`, where TAG is the request's
+//!   text;
+//! - `tell PID COMMAND`: asks worker PID to run COMMAND, which is `send ...`
+//!   or `request ...` as above, from the worker; the worker reports results
+//!   as messages named `report`.
+//!
+//! TARGET is `all`, `all+self`, `role:NAME`, `any:NAME`, `pid:N` or
+//! `kingpin`; a worker's request may also go to `proxy:ROLE`, a call of the
+//! role's exported function NAME through a `require` proxy. When a worker is spawned the kingpin queues `seq 0..4` for it
+//! (before its handshake); when it is up, the kingpin sends it `ping`.
+//!
+//! Worker handlers: messages `ping` (answers `pong PID`), `seq` and `hello`
+//! (reported); requests `echo` (answers `TEXT from PID`), `exit` (the process
+//! exits without answering), `never` (kept unanswered), `drop` (dropped
+//! unanswered); export `whoami` (answers the pid).
 
-use mob_mio::{App, Error, Event, Mobster, Target};
-use std::io::Write;
+use mob_mio::{App, Error, Event, Handle, Mobster, Outcome, Request, Source, Target};
+use std::cell::RefCell;
+use std::io::{BufRead, Write};
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::process::ExitCode;
+use std::rc::Rc;
+use std::time::Duration;
 
-fn echo(mut mob: Mobster) -> Result<(), Error> {
+fn target(spec: &str) -> Target {
+    match spec.split_once(':') {
+        Some(("role", r)) => Target::Role(r.into()),
+        Some(("any", r)) => Target::Any(r.into()),
+        Some(("pid", p)) => Target::Pid(p.parse().unwrap_or(0)),
+        _ if spec == "all" => Target::All { include_sender: false },
+        _ if spec == "all+self" => Target::All { include_sender: true },
+        _ => Target::Kingpin,
+    }
+}
+
+fn source(s: &Source) -> String {
+    match s {
+        Source::Kingpin => "kingpin".into(),
+        Source::Worker { pid, .. } => format!("pid:{pid}"),
+    }
+}
+
+fn outcome(o: Outcome) -> String {
+    match o {
+        Ok(reply) => format!("ok {}", reply.decode::<String>().unwrap_or_default()),
+        Err(e) => format!("err {e:?}"),
+    }
+}
+
+fn report(mob: &mut Mobster, text: String) {
+    mob.send(Target::Kingpin, "report", &text).ok();
+}
+
+/// Runs a `send` or `request` command line from `mob`.
+fn run_command(mob: &mut Mobster, line: &str) {
+    let words: Vec<&str> = line.splitn(5, ' ').collect();
+    match words.as_slice() {
+        ["send", to, name, text] => {
+            if let Err(e) = mob.send(target(to), name, &text.to_string()) {
+                report(mob, format!("send-error {e}"));
+            }
+        }
+        ["request", to, name, text, timeout] => {
+            let tag = text.to_string();
+            let ms = timeout.parse().unwrap_or(1000);
+            let result = match to.strip_prefix("proxy:") {
+                Some(role) => mob.require(role).call(mob, name, &()),
+                None => mob.request(target(to), name, &tag),
+            };
+            let started = result.and_then(|r| {
+                r.timeout(Duration::from_millis(ms))
+                    .then(move |mob, o| report(mob, format!("reply {tag} {}", outcome(o))))
+            });
+            if let Err(e) = started {
+                report(mob, format!("request-error {e}"));
+            }
+        }
+        _ => report(mob, format!("bad-command {line}")),
+    }
+}
+
+fn worker(mut mob: Mobster) -> Result<(), Error> {
+    mob.export("whoami", |_mob, req| {
+        req.respond(&std::process::id().to_string()).ok();
+    })?;
     mob.on("ping", |mob, msg| {
         let text: String = msg.decode().unwrap_or_default();
         mob.send(Target::Kingpin, "pong", &text).ok();
     });
-    mob.run()
-}
-
-fn idle(mob: Mobster) -> Result<(), Error> {
+    for name in ["seq", "hello"] {
+        mob.on(name, move |mob, msg| {
+            let text: String = msg.decode().unwrap_or_default();
+            report(mob, format!("{name} {text} from {}", source(&msg.from)));
+        });
+    }
+    mob.on("do", |mob, msg| {
+        let line: String = msg.decode().unwrap_or_default();
+        run_command(mob, &line);
+    });
+    mob.on_request("echo", |_mob, req| {
+        let text: String = req.decode().unwrap_or_default();
+        req.respond(&format!("{text} from {}", std::process::id())).ok();
+    });
+    mob.on_request("exit", |_mob, _req| std::process::exit(3));
+    let kept: Rc<RefCell<Vec<Request<Source>>>> = Rc::default();
+    mob.on_request("never", move |_mob, req| kept.borrow_mut().push(req));
+    mob.on_request("drop", |_mob, req| drop(req));
     mob.run()
 }
 
 fn garbage(_mob: Mobster) -> Result<(), Error> {
     // Write straight onto the channel, bypassing the protocol: a header that
     // claims a 4 GiB body.
-    // SAFETY: a second handle to our channel, used for one write and leaked
-    // (never closed) so the real one stays valid.
-    let mut raw = std::mem::ManuallyDrop::new(std::fs::File::from(unsafe {
-        OwnedFd::from_raw_fd(mob_sys::CHANNEL_FD)
-    }));
+    // SAFETY: a second handle to our channel, used for one write and never
+    // closed, so the real one stays valid.
+    let mut raw =
+        std::mem::ManuallyDrop::new(std::fs::File::from(unsafe { OwnedFd::from_raw_fd(mob_sys::CHANNEL_FD) }));
     raw.write_all(&[0xff, 0xff, 0xff, 0xff, 16, 0, 0, 0]).ok();
     loop {
         std::thread::park();
     }
 }
 
-fn say(what: &str, w: &mob_mio::WorkerInfo, rest: &str) {
+fn say(what: &str, role: &str, slot: u32, pid: u32, rest: &str) {
     let mut out = std::io::stdout().lock();
-    writeln!(out, "{what} {} {} {} {rest}", w.role, w.slot, w.pid).ok();
+    writeln!(out, "{what} {role} {slot} {pid} {rest}").ok();
     out.flush().ok();
+}
+
+/// Reads kingpin commands from stdin and carries them out through `handle`.
+fn read_commands(handle: Handle) {
+    for line in std::io::stdin().lock().lines() {
+        let Ok(line) = line else { break };
+        let words: Vec<&str> = line.splitn(5, ' ').collect();
+        match words.as_slice() {
+            ["send", to, name, text] => {
+                handle.send(target(to), name, &text.to_string()).ok();
+            }
+            ["request", to, name, text, timeout] => {
+                let tag = text.to_string();
+                let ms = timeout.parse().unwrap_or(1000);
+                let started = handle.request(target(to), name, &tag).map(|r| r.timeout(Duration::from_millis(ms)));
+                match started.and_then(|r| {
+                    let tag = tag.clone();
+                    r.then(move |result| {
+                        let text = match result {
+                            Ok(reply) => format!("ok {}", reply.decode::<String>().unwrap_or_default()),
+                            Err(e) => format!("err {e}"),
+                        };
+                        say("reply", "_", 0, 0, &format!("{tag} {text}"));
+                    })
+                }) {
+                    Ok(()) => {}
+                    Err(e) => say("reply", "_", 0, 0, &format!("{tag} err {e}")),
+                }
+            }
+            ["tell", pid, rest @ ..] => {
+                handle.send(Target::Pid(pid.parse().unwrap_or(0)), "do", &rest.join(" ")).ok();
+            }
+            _ => say("bad-command", "_", 0, 0, &line),
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -50,28 +176,43 @@ fn main() -> ExitCode {
     let mut app = App::new("testapp");
     for part in spec.split(',') {
         let (role, count) = part.split_once(':').unwrap_or((part, "1"));
-        let entry: mob_mio::Entry = match role {
-            "echo" => echo,
-            "garbage" => garbage,
-            _ => idle,
-        };
+        let entry: mob_mio::Entry = if role == "garbage" { garbage } else { worker };
         app = app.role(role, count.parse().unwrap_or(1), entry);
     }
-    app.on_event(|kingpin, event| match event {
-        Event::WorkerSpawned(w) => say("spawned", &w, ""),
-        Event::WorkerUp(w) => {
-            say("up", &w, "");
-            kingpin
-                .send(Target::Pid(w.pid), "ping", &w.pid.to_string())
-                .ok();
+    let mut reader_started = false;
+    app.on_event(move |kingpin, event| {
+        if !reader_started {
+            reader_started = true;
+            let handle = kingpin.handle();
+            std::thread::spawn(move || read_commands(handle));
         }
-        Event::WorkerExited(w, status) => say("exited", &w, &format!("{status:?}")),
-        Event::LinkClosed(w, reason) => say("closed", &w, &reason.to_string()),
-        Event::Message(m) => {
-            let text: String = m.decode().unwrap_or_default();
-            say("message", &m.from, &format!("{} {text}", m.name));
+        match event {
+            Event::WorkerSpawned(w) => {
+                say("spawned", &w.role, w.slot, w.pid, "");
+                for i in 0..5 {
+                    kingpin.send(Target::Pid(w.pid), "seq", &i.to_string()).ok();
+                }
+            }
+            Event::WorkerUp(w) => {
+                say("up", &w.role, w.slot, w.pid, "");
+                kingpin.send(Target::Pid(w.pid), "ping", &w.pid.to_string()).ok();
+            }
+            Event::WorkerExited(w, status) => say("exited", &w.role, w.slot, w.pid, &format!("{status:?}")),
+            Event::LinkClosed(w, reason) => say("closed", &w.role, w.slot, w.pid, &reason.to_string()),
+            Event::Message(m) => {
+                let text: String = m.decode().unwrap_or_default();
+                say("message", &m.from.role, m.from.slot, m.from.pid, &format!("{} {text}", m.name));
+            }
+            Event::Request(req) => {
+                let text: String = req.decode().unwrap_or_default();
+                let from = req.from.clone();
+                say("request", &from.role, from.slot, from.pid, &format!("{} {text}", req.name));
+                req.respond(&format!("kingpin got {text}")).ok();
+            }
+            Event::Undeliverable { from, to } => {
+                say("undeliverable", &from.role, from.slot, from.pid, &format!("{to:?}"))
+            }
         }
-        Event::Undeliverable { from, to } => say("undeliverable", &from, &format!("{to:?}")),
     })
     .run()
 }
