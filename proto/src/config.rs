@@ -6,13 +6,121 @@ use core::time::Duration;
 
 use crate::frame::DEFAULT_MAX_BODY;
 
-/// One role: a kind of worker and how many to keep alive.
+/// When a worker that exited is revived (Erlang/OTP's restart types).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Restart {
+    /// Always revived.
+    #[default]
+    Permanent,
+    /// Revived only after an abnormal exit (a non-zero code or a signal).
+    Transient,
+    /// Never revived: its slot stays empty.
+    Temporary,
+}
+
+/// Restart intensity, as OTP defines it: at most `max_restarts` restarts of
+/// a role within `within`; one more and the role has failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Intensity {
+    /// Restarts allowed within the window (default 5).
+    pub max_restarts: u32,
+    /// The window (default 120 s, load-process-manager's).
+    pub within: Duration,
+}
+
+impl Default for Intensity {
+    fn default() -> Self {
+        Intensity { max_restarts: 5, within: Duration::from_secs(120) }
+    }
+}
+
+/// Delay between restarts of a slot that keeps crashing: none for the first
+/// restart, then `initial`, doubling up to `max`; back to none once the slot
+/// has stayed up for `reset_after`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Backoff {
+    /// Delay before the second consecutive restart (default 100 ms).
+    pub initial: Duration,
+    /// Longest delay (default 10 s).
+    pub max: Duration,
+    /// Uptime after which a slot counts as healthy again (default 30 s).
+    pub reset_after: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff { initial: Duration::from_millis(100), max: Duration::from_secs(10), reset_after: Duration::from_secs(30) }
+    }
+}
+
+impl Backoff {
+    /// The delay before restart number `consecutive` (0-based) of a slot.
+    ///
+    /// ```
+    /// use core::time::Duration;
+    /// use mob_proto::config::Backoff;
+    ///
+    /// let b = Backoff::default();
+    /// assert_eq!(b.delay(0), Duration::ZERO);
+    /// assert_eq!(b.delay(1), Duration::from_millis(100));
+    /// assert_eq!(b.delay(3), Duration::from_millis(400));
+    /// assert_eq!(b.delay(60), b.max);
+    /// ```
+    pub fn delay(&self, consecutive: u32) -> Duration {
+        if consecutive == 0 {
+            return Duration::ZERO;
+        }
+        let factor = 1u32.checked_shl(consecutive - 1).unwrap_or(u32::MAX);
+        self.initial.checked_mul(factor).unwrap_or(self.max).min(self.max)
+    }
+}
+
+/// What the kingpin does when a role exceeds its restart intensity.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OnRoleFailure {
+    /// Stop the whole application, exiting non-zero (OTP's behaviour).
+    #[default]
+    ShutdownApp,
+    /// Stop that role only; the others carry on.
+    Continue,
+}
+
+/// One role: a kind of worker, how many to keep alive, and how.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RoleSpec {
     /// The role's name, as workers and targets name it.
     pub name: String,
     /// How many workers (slots) to keep alive.
     pub workers: u32,
+    /// Fewest workers a resize may leave (default 0).
+    pub min: u32,
+    /// Most workers a resize may ask for (default unbounded).
+    pub max: u32,
+    /// When an exited worker is revived.
+    pub restart: Restart,
+    /// How many restarts the role may have.
+    pub intensity: Intensity,
+    /// Whether a worker is ready for work as soon as its handshake is done
+    /// (default), or only once it says so (load-process-manager's `ready()`).
+    pub ready_on_connect: bool,
+    /// Most jobs one worker of the role handles at once (default unbounded).
+    pub concurrency: Option<u32>,
+}
+
+impl RoleSpec {
+    /// A permanent role of `workers` workers with default policy.
+    pub fn new(name: impl Into<String>, workers: u32) -> RoleSpec {
+        RoleSpec {
+            name: name.into(),
+            workers,
+            min: 0,
+            max: u32::MAX,
+            restart: Restart::Permanent,
+            intensity: Intensity::default(),
+            ready_on_connect: true,
+            concurrency: None,
+        }
+    }
 }
 
 /// Everything the kingpin state machine needs to know up front.
@@ -43,6 +151,17 @@ pub struct KingpinConfig {
     pub max_queued_bytes: usize,
     /// Timeout of requests that set none (default 10 s).
     pub request_timeout: Duration,
+    /// Delays between restarts of a crashing slot.
+    pub backoff: Backoff,
+    /// What happens when a role fails (default: the app shuts down).
+    pub on_role_failure: OnRoleFailure,
+    /// How often the kingpin pings each worker, and how long a worker may
+    /// stay silent before it is treated as hung: killed and replaced
+    /// (default every 5 s, 30 s). `None` turns heartbeats off.
+    pub heartbeat: Option<(Duration, Duration)>,
+    /// How long a soft kill waits for workers to finish before killing them
+    /// (default 10 s).
+    pub shutdown_grace: Duration,
 }
 
 impl KingpinConfig {
@@ -57,12 +176,21 @@ impl KingpinConfig {
             early_queue_limit: 1 << 20,
             max_queued_bytes: 8 << 20,
             request_timeout: Duration::from_secs(10),
+            backoff: Backoff::default(),
+            on_role_failure: OnRoleFailure::ShutdownApp,
+            heartbeat: Some((Duration::from_secs(5), Duration::from_secs(30))),
+            shutdown_grace: Duration::from_secs(10),
         }
     }
 
-    /// Adds a role with `workers` workers.
-    pub fn role(mut self, name: impl Into<String>, workers: u32) -> KingpinConfig {
-        self.roles.push(RoleSpec { name: name.into(), workers });
+    /// Adds a permanent role with `workers` workers and default policy.
+    pub fn role(self, name: impl Into<String>, workers: u32) -> KingpinConfig {
+        self.role_spec(RoleSpec::new(name, workers))
+    }
+
+    /// Adds a role described in full.
+    pub fn role_spec(mut self, spec: RoleSpec) -> KingpinConfig {
+        self.roles.push(spec);
         self
     }
 }

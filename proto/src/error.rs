@@ -38,6 +38,8 @@ pub enum CloseReason {
     Exited,
     /// The application asked for it (shutdown, resize).
     Stopped,
+    /// The worker stopped answering heartbeats: it is treated as hung.
+    Hung,
     /// The runtime could not read or write the link (an IO error, or fds
     /// lost to a truncated control message).
     Transport(&'static str),
@@ -60,6 +62,7 @@ impl fmt::Display for CloseReason {
             CloseReason::Exited => f.write_str("worker process exited"),
             CloseReason::Stopped => f.write_str("stopped by the application"),
             CloseReason::Transport(what) => write!(f, "link failed: {what}"),
+            CloseReason::Hung => f.write_str("worker stopped answering heartbeats (hung)"),
         }
     }
 }
@@ -80,6 +83,8 @@ pub enum SendError {
     FdsToMany,
     /// The target role does not export that function.
     NotExported,
+    /// The kingpin is shutting down and takes no new work.
+    ShuttingDown,
 }
 
 impl fmt::Display for SendError {
@@ -91,6 +96,7 @@ impl fmt::Display for SendError {
             SendError::Backpressure => f.write_str("recipient's queue is full"),
             SendError::FdsToMany => f.write_str("fds can go to one recipient only"),
             SendError::NotExported => f.write_str("the role does not export that function"),
+            SendError::ShuttingDown => f.write_str("shutting down: no new work is taken"),
         }
     }
 }

@@ -99,10 +99,13 @@ pub mod time;
 pub mod wire;
 pub mod worker;
 
-pub use config::{KingpinConfig, RoleSpec};
+pub use config::{Backoff, Intensity, KingpinConfig, OnRoleFailure, Restart, RoleSpec};
 pub use error::{CloseReason, RespondError, SendError};
 pub use fd::{FdHandle, FdTable};
-pub use kingpin::{Event, ExitStatus, Kingpin, LinkId, Output, Pending, Phase, Spawn, WorkerInfo};
+pub use kingpin::{
+    Event, ExitStatus, JobOptions, Kingpin, LinkId, Output, Pending, Phase, Spawn, WorkerHealth, WorkerInfo,
+    WorkerState,
+};
 pub use requester::{LateCounts, RequestError};
 pub use time::Instant;
 pub use wire::{Failure, Source, Target};

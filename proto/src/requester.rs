@@ -38,6 +38,8 @@ pub enum RequestError {
     TimedOut,
     /// The requester cancelled it.
     Cancelled,
+    /// The kingpin shut down before it could run.
+    ShuttingDown,
 }
 
 impl From<Failure> for RequestError {
@@ -68,6 +70,7 @@ impl fmt::Display for RequestError {
             RequestError::NotExported => f.write_str("the role does not export that function"),
             RequestError::TimedOut => f.write_str("timed out"),
             RequestError::Cancelled => f.write_str("cancelled"),
+            RequestError::ShuttingDown => f.write_str("the kingpin shut down before it ran"),
         }
     }
 }

@@ -56,6 +56,18 @@ pub enum Kind {
     /// Kingpin → worker: a request's callbacks will never be invoked:
     /// [`Release`].
     Release = 23,
+    /// Worker → kingpin: readiness and health: [`Status`].
+    Status = 24,
+    /// Kingpin → worker: heartbeat: [`Ping`].
+    Ping = 25,
+    /// Worker → kingpin: heartbeat answer: [`Ping`] echoed.
+    Pong = 26,
+    /// Kingpin → worker: finish up and exit: [`Stop`].
+    Stop = 27,
+    /// Worker → kingpin: why this process is about to die: [`Fatal`].
+    Fatal = 28,
+    /// Worker → kingpin: resize my role: [`Scale`].
+    Scale = 29,
 }
 
 impl Kind {
@@ -73,6 +85,12 @@ impl Kind {
             21 => Kind::Cancel,
             22 => Kind::Invoke,
             23 => Kind::Release,
+            24 => Kind::Status,
+            25 => Kind::Ping,
+            26 => Kind::Pong,
+            27 => Kind::Stop,
+            28 => Kind::Fatal,
+            29 => Kind::Scale,
             _ => return None,
         })
     }
@@ -281,6 +299,47 @@ pub struct Release {
     pub call: u64,
 }
 
+/// A worker's readiness and health.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    /// Whether it takes new work (load-process-manager's `ready()` /
+    /// `busy()`).
+    pub ready: bool,
+    /// Calls it is handling.
+    pub in_flight: u32,
+    /// Its resident memory, in KiB (0 if unknown).
+    pub rss_kib: u64,
+}
+
+/// A heartbeat, and its answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ping {
+    /// Echoed in the answer.
+    pub seq: u64,
+}
+
+/// Finish what is in flight, clean up, and exit.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stop {
+    /// Milliseconds before the kingpin kills the process.
+    pub grace_ms: u64,
+}
+
+/// Why a worker is about to die (its panic message).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fatal {
+    /// The message.
+    pub message: String,
+}
+
+/// A worker asks for its role to have this many workers (within the
+/// role's min and max).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Scale {
+    /// The wanted count.
+    pub workers: u32,
+}
+
 /// A parsed frame.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Message {
@@ -306,6 +365,18 @@ pub enum Message {
     Invoke(Invoke, Bytes, Vec<FdHandle>),
     /// See [`Release`].
     Release(Release),
+    /// See [`Status`].
+    Status(Status),
+    /// See [`Ping`].
+    Ping(Ping),
+    /// A [`Ping`] answered.
+    Pong(Ping),
+    /// See [`Stop`].
+    Stop(Stop),
+    /// See [`Fatal`].
+    Fatal(Fatal),
+    /// See [`Scale`].
+    Scale(Scale),
 }
 
 impl Message {
@@ -341,6 +412,12 @@ impl Message {
             Kind::Reject => whole(&body).map(Message::Reject).map_err(|_| bad(fds)),
             Kind::Cancel => whole(&body).map(Message::Cancel).map_err(|_| bad(fds)),
             Kind::Release => whole(&body).map(Message::Release).map_err(|_| bad(fds)),
+            Kind::Status => whole(&body).map(Message::Status).map_err(|_| bad(fds)),
+            Kind::Ping => whole(&body).map(Message::Ping).map_err(|_| bad(fds)),
+            Kind::Pong => whole(&body).map(Message::Pong).map_err(|_| bad(fds)),
+            Kind::Stop => whole(&body).map(Message::Stop).map_err(|_| bad(fds)),
+            Kind::Fatal => whole(&body).map(Message::Fatal).map_err(|_| bad(fds)),
+            Kind::Scale => whole(&body).map(Message::Scale).map_err(|_| bad(fds)),
             Kind::Send => payload_msg(&body, fds, Message::Send).map_err(bad),
             Kind::Deliver => payload_msg(&body, fds, Message::Deliver).map_err(bad),
             Kind::Request => payload_msg(&body, fds, Message::Request).map_err(bad),

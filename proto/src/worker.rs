@@ -7,8 +7,8 @@ use crate::frame::{DEFAULT_MAX_BODY, Decoder, OutBuf, Transmit};
 use crate::requester::{LateCounts, RequestError, Requester, millis};
 use crate::time::Instant;
 use crate::wire::{
-    self, Call, Cancel, Deliver, Failure, Hello, Invoke, Kind, Message, Release, Reply, Request, Send, Source, Target,
-    Welcome,
+    self, Call, Cancel, Deliver, Failure, Fatal, Hello, Invoke, Kind, Message, Release, Reply, Request, Scale, Send,
+    Source, Status, Stop, Target, Welcome,
 };
 use alloc::collections::{BTreeSet, VecDeque};
 use alloc::string::{String, ToString};
@@ -72,6 +72,12 @@ pub enum WorkerEvent {
     Cancelled {
         /// The call's id.
         call: u64,
+    },
+    /// The kingpin asks this worker to finish what it is doing, clean up and
+    /// exit within `grace` (after which it is killed).
+    Stop {
+        /// Time left before the kill.
+        grace: Duration,
     },
     /// One of our requests ended.
     Reply {
@@ -152,6 +158,8 @@ pub struct Worker {
     requests: Requester,
     /// Calls we were given and have not answered.
     incoming: BTreeSet<u64>,
+    /// What this worker last said of its readiness.
+    ready: bool,
 }
 
 impl Worker {
@@ -165,6 +173,7 @@ impl Worker {
             welcome: None,
             requests: Requester::new(DEFAULT_REQUEST_TIMEOUT),
             incoming: BTreeSet::new(),
+            ready: true,
             config,
         };
         let hello = Hello {
@@ -354,6 +363,31 @@ impl Worker {
         self.push(Kind::Reply, &meta, payload, fds).map_err(RespondError::Send)
     }
 
+    /// Says whether this worker takes new work (load-process-manager's
+    /// `ready()` / `busy()`), with its current memory figure.
+    pub fn set_ready(&mut self, ready: bool, rss_kib: u64) -> Result<(), SendError> {
+        self.ready = ready;
+        self.report_health(rss_kib)
+    }
+
+    /// Reports this worker's memory and load to the kingpin (`health()`).
+    pub fn report_health(&mut self, rss_kib: u64) -> Result<(), SendError> {
+        let status = Status { ready: self.ready, in_flight: self.incoming.len() as u32, rss_kib };
+        self.push(Kind::Status, &status, &[], Vec::new())
+    }
+
+    /// Tells the kingpin why this process is about to die (a panic hook's
+    /// message); the runtime should write it out before the process ends.
+    pub fn fatal(&mut self, message: &str) -> Result<(), SendError> {
+        self.push(Kind::Fatal, &Fatal { message: message.to_string() }, &[], Vec::new())
+    }
+
+    /// Asks the kingpin to resize this worker's role to `workers` (within the
+    /// role's min and max).
+    pub fn scale(&mut self, workers: u32) -> Result<(), SendError> {
+        self.push(Kind::Scale, &Scale { workers }, &[], Vec::new())
+    }
+
     /// Invokes callback `callback` of call `call`. Invoking a callback twice,
     /// or after its requester gave up, is dropped at the requester.
     pub fn invoke(&mut self, call: u64, callback: u64, payload: &[u8], fds: Vec<FdHandle>) -> Result<(), SendError> {
@@ -451,6 +485,12 @@ impl Worker {
                 } else {
                     self.release(fds);
                 }
+            }
+            (State::Running, Message::Ping(ping)) => {
+                self.push(Kind::Pong, &ping, &[], Vec::new()).ok();
+            }
+            (State::Running, Message::Stop(Stop { grace_ms })) => {
+                self.event(WorkerEvent::Stop { grace: Duration::from_millis(grace_ms) });
             }
             (State::Running, Message::Release(Release { call })) => {
                 for callback in self.requests.release_callbacks(call) {

@@ -39,7 +39,7 @@ enum Spec {
 }
 
 /// Every kind this protocol version defines, with whether it may carry fds.
-const KINDS: [(Kind, bool); 11] = [
+const KINDS: [(Kind, bool); 17] = [
     (Kind::Hello, false),
     (Kind::Welcome, false),
     (Kind::Reject, false),
@@ -51,6 +51,12 @@ const KINDS: [(Kind, bool); 11] = [
     (Kind::Cancel, false),
     (Kind::Invoke, true),
     (Kind::Release, false),
+    (Kind::Status, false),
+    (Kind::Ping, false),
+    (Kind::Pong, false),
+    (Kind::Stop, false),
+    (Kind::Fatal, false),
+    (Kind::Scale, false),
 ];
 
 fn handles(raws: &[u64]) -> Vec<FdHandle> {

@@ -43,12 +43,19 @@ pub struct App {
     entries: HashMap<String, Entry>,
     launch: HashMap<String, Launch>,
     on_event: Option<EventHandler>,
+    on_start: Option<Box<dyn FnOnce(&mut Kingpin)>>,
 }
 
 impl App {
     /// An application called `name` (it prefixes every process title).
     pub fn new(name: &str) -> App {
-        App { config: KingpinConfig::new(name), entries: HashMap::new(), launch: HashMap::new(), on_event: None }
+        App {
+            config: KingpinConfig::new(name),
+            entries: HashMap::new(),
+            launch: HashMap::new(),
+            on_event: None,
+            on_start: None,
+        }
     }
 
     /// A role of `workers` processes, each running `entry` in a re-execution
@@ -56,6 +63,21 @@ impl App {
     pub fn role(mut self, name: &str, workers: u32, entry: Entry) -> App {
         self.config = self.config.role(name, workers);
         self.entries.insert(name.to_string(), entry);
+        self
+    }
+
+    /// A role described in full (restart type, intensity, min/max,
+    /// readiness, concurrency), each worker running `entry`.
+    pub fn role_spec(mut self, spec: mob_proto::RoleSpec, entry: Entry) -> App {
+        self.entries.insert(spec.name.clone(), entry);
+        self.config = self.config.role_spec(spec);
+        self
+    }
+
+    /// Runs `f` in the kingpin once, before its loop starts: install a
+    /// signal handler, enqueue the first jobs, keep a [`crate::Handle`].
+    pub fn on_start(mut self, f: impl FnOnce(&mut Kingpin) + 'static) -> App {
+        self.on_start = Some(Box::new(f));
         self
     }
 
@@ -108,6 +130,9 @@ impl App {
         let mut kingpin = Kingpin::new(self.config, self.launch)?;
         if let Some(handler) = self.on_event {
             kingpin.on_event(handler);
+        }
+        if let Some(f) = self.on_start {
+            f(&mut kingpin);
         }
         kingpin.run()
     }

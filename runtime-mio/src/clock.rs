@@ -19,6 +19,11 @@ impl Clock {
         Instant::from_nanos(self.epoch.elapsed().as_nanos().try_into().unwrap_or(u64::MAX))
     }
 
+    /// The `std` instant for one of ours.
+    pub(crate) fn to_std(&self, instant: Instant) -> std::time::Instant {
+        self.epoch + Duration::from_nanos(instant.as_nanos())
+    }
+
     /// How long from now until `deadline` (zero if it has passed).
     pub(crate) fn until(&self, deadline: Instant) -> Duration {
         deadline.saturating_duration_since(self.now())

@@ -11,7 +11,8 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use mob_proto::frame::Transmit;
 use mob_proto::wire::DEFAULT_NAMESPACE;
 use mob_proto::{
-    CloseReason, ExitStatus, FdHandle, FdTable, KingpinConfig, LinkId, Output, Phase, Spawn, Target, WorkerInfo,
+    CloseReason, ExitStatus, FdHandle, FdTable, JobOptions, KingpinConfig, LinkId, Output, Phase, Spawn, Target,
+    WorkerHealth, WorkerInfo,
 };
 use mob_sys::signals::SignalPipe;
 use nix::sys::signal::Signal;
@@ -55,8 +56,32 @@ pub enum Event {
     /// A worker's link closed for a reason other than its exit (bad input,
     /// handshake timeout, ...). Its process is killed and revived.
     LinkClosed(WorkerInfo, CloseReason),
-    /// A worker process ended; its slot is being revived.
-    WorkerExited(WorkerInfo, ExitStatus),
+    /// A worker is ready for work.
+    WorkerReady(WorkerInfo),
+    /// A worker process ended (its slot is revived as its role's policy
+    /// says).
+    WorkerExited {
+        /// The worker.
+        worker: WorkerInfo,
+        /// How it ended.
+        status: ExitStatus,
+        /// Why, if it died abnormally: its panic message if it sent one,
+        /// else its exit status in words.
+        error: Option<String>,
+    },
+    /// Every worker of a role is ready.
+    RoleOnline(String),
+    /// Every role is online (once).
+    AppOnline,
+    /// A role restarted more often than its intensity allows and was stopped.
+    RoleFailed {
+        /// The role.
+        role: String,
+        /// Why its last worker died.
+        last_error: Option<String>,
+    },
+    /// A rolling reload finished.
+    RoleReloaded(String),
     /// A worker sent a message to the kingpin.
     Message(Message<WorkerInfo>),
     /// A worker sent a request to the kingpin: answer it through the
@@ -72,6 +97,7 @@ pub enum Event {
 }
 
 type EventHandler = Box<dyn FnMut(&mut Kingpin, Event)>;
+type SignalHandler = Box<dyn FnMut(&mut Kingpin, i32)>;
 
 /// The supervisor: starts every worker, revives those that die and routes
 /// their messages, on one mio event loop.
@@ -87,7 +113,11 @@ pub struct Kingpin {
     clock: Clock,
     launch: HashMap<String, Launch>,
     on_event: Option<EventHandler>,
+    on_signal: Option<SignalHandler>,
     completions: Completions<Kingpin>,
+    jobs: HashMap<u64, JobDone>,
+    fatal: HashMap<LinkId, String>,
+    exit: Option<bool>,
     rx: Receiver<Command>,
     tx: LoopTx,
     buf: Vec<u8>,
@@ -115,7 +145,11 @@ impl Kingpin {
             clock: Clock::new(),
             launch,
             on_event: None,
+            on_signal: None,
             completions: Completions::new(),
+            jobs: HashMap::new(),
+            fatal: HashMap::new(),
+            exit: None,
             rx,
             tx,
             buf: vec![0; READ_BUF],
@@ -176,10 +210,52 @@ impl Kingpin {
         self.proto.pending()
     }
 
-    /// Asks the loop to stop: every worker is killed and [`Kingpin::run`]
-    /// returns.
+    /// Handles SIGINT and SIGTERM instead of the default (a soft kill, and
+    /// a hard kill on the second signal), as load-process-manager's
+    /// `on('SIGINT')` does.
+    pub fn on_signal(&mut self, handler: impl FnMut(&mut Kingpin, i32) + 'static) {
+        self.on_signal = Some(Box::new(handler));
+    }
+
+    /// Soft kill: no new work, every worker finishes what it has and stops;
+    /// those still running after the grace period are killed. [`Kingpin::run`]
+    /// then returns, with success if everything stopped cleanly.
     pub fn stop(&mut self) {
-        self.stopping = true;
+        self.proto.shutdown(false, self.clock.now());
+    }
+
+    /// Hard kill: every worker is killed now and [`Kingpin::run`] returns.
+    pub fn kill(&mut self) {
+        self.proto.shutdown(true, self.clock.now());
+    }
+
+    /// Resizes `role` (within its min and max); returns the count in force.
+    pub fn resize(&mut self, role: &str, workers: u32) -> Option<u32> {
+        self.proto.resize(role, workers, self.clock.now())
+    }
+
+    /// Starts a rolling restart of `role`.
+    pub fn reload(&mut self, role: &str) -> bool {
+        self.proto.reload(role, self.clock.now())
+    }
+
+    /// Per-worker figures (pid, role, slot, state, RSS, in-flight, restarts,
+    /// uptime).
+    pub fn health(&self) -> Vec<WorkerHealth> {
+        self.proto.health(self.clock.now())
+    }
+
+    /// Why the last worker of `role` died (mob's `lastErr`).
+    pub fn last_error(&self, role: &str) -> Option<&str> {
+        self.proto.last_error(role)
+    }
+
+    /// Starts building a job for `role` (load-process-manager's `enqueue`):
+    /// it waits until a worker of the role is ready, then goes to the ready
+    /// worker with the fewest jobs in flight.
+    pub fn enqueue<T: Serialize + ?Sized>(&mut self, role: &str, value: &T) -> Result<JobBuilder<'_>, Error> {
+        let payload = postcard::to_allocvec(value)?;
+        Ok(JobBuilder { kingpin: self, role: role.to_string(), payload, fds: Vec::new(), options: JobOptions::default() })
     }
 
     /// Runs until [`Kingpin::stop`], SIGINT or SIGTERM.
@@ -188,6 +264,11 @@ impl Kingpin {
         loop {
             self.pump();
             if self.stopping {
+                self.proto.shutdown(false, self.clock.now());
+                self.stopping = false;
+                continue;
+            }
+            if self.exit.is_some() {
                 break;
             }
             let timeout = self.proto.poll_timeout().map(|t| self.clock.until(t));
@@ -214,15 +295,24 @@ impl Kingpin {
             }
             self.proto.handle_timeout(self.clock.now());
         }
-        self.shutdown();
-        Ok(ExitCode::SUCCESS)
+        self.kill_remaining();
+        Ok(if self.exit == Some(true) { ExitCode::SUCCESS } else { ExitCode::FAILURE })
     }
 
     fn on_signals(&mut self) {
         for sig in self.signals.drain() {
             match sig {
                 Signal::SIGCHLD => self.reap(),
-                _ => self.stopping = true,
+                other => {
+                    if let Some(mut handler) = self.on_signal.take() {
+                        handler(self, other as i32);
+                        self.on_signal.get_or_insert(handler);
+                    } else {
+                        // First signal: soft kill; a second one: hard kill.
+                        let hard = self.proto.is_shutting_down();
+                        self.proto.shutdown(hard, self.clock.now());
+                    }
+                }
             }
         }
     }
@@ -317,6 +407,7 @@ impl Kingpin {
                 let _ = self.proto.invoke(link, id, callback, &payload, handles);
             }
             Command::Respond { .. } | Command::Invoke { .. } => {}
+            Command::Kingpin(f) => f(self),
             Command::Stop => self.stopping = true,
         }
     }
@@ -336,6 +427,7 @@ impl Kingpin {
                     }
                 }
                 Output::ReleaseFd(h) => drop(self.fds.take(h)),
+                Output::Exit { clean } => self.exit = Some(clean),
                 Output::Event(event) => {
                     if let Some(event) = self.convert(event)
                         && let Some(mut handler) = self.on_event.take()
@@ -356,7 +448,36 @@ impl Kingpin {
             E::WorkerSpawned(w) => Event::WorkerSpawned(w),
             E::WorkerUp(w) => Event::WorkerUp(w),
             E::LinkClosed(w, r) => Event::LinkClosed(w, r),
-            E::WorkerExited(w, s) => Event::WorkerExited(w, s),
+            E::WorkerExited(worker, status) => {
+                let error = self.fatal.remove(&worker.link).or_else(|| match status {
+                    ExitStatus::Code(0) => None,
+                    ExitStatus::Code(c) => Some(format!("exited with code {c}")),
+                    ExitStatus::Signal(s) => Some(format!("killed by signal {s}")),
+                });
+                Event::WorkerExited { worker, status, error }
+            }
+            E::WorkerReady(w) => Event::WorkerReady(w),
+            E::RoleOnline(r) => Event::RoleOnline(r.to_string()),
+            E::AppOnline => Event::AppOnline,
+            E::RoleFailed { role, last_error } => Event::RoleFailed { role: role.to_string(), last_error },
+            E::RoleReloaded(r) => Event::RoleReloaded(r.to_string()),
+            E::WorkerFatal(w, message) => {
+                self.fatal.insert(w.link, message);
+                return None;
+            }
+            E::JobDone { id, created_at, result } => {
+                let result = result.map(|(worker, payload, fds)| JobResponse {
+                    id,
+                    worker,
+                    created_at: self.clock.to_std(created_at),
+                    payload,
+                    fds: self.take_fds(fds),
+                });
+                if let Some(done) = self.jobs.remove(&id) {
+                    done.finish(self, result);
+                }
+                return None;
+            }
             E::Message { from, ns, name, payload, fds } => {
                 let fds = self.take_fds(fds);
                 Event::Message(Message { from, ns, name, payload, fds })
@@ -438,8 +559,8 @@ impl Kingpin {
         Ok((child, sock))
     }
 
-    /// Kills every worker and waits for each.
-    fn shutdown(&mut self) {
+    /// Kills every worker still running and waits for each.
+    fn kill_remaining(&mut self) {
         for (&pid, _) in self.children.iter() {
             let _ = mob_sys::process::kill(pid);
         }
@@ -447,6 +568,101 @@ impl Kingpin {
             let _ = child.wait();
         }
         self.links.clear();
+    }
+}
+
+/// A job's response (load-process-manager's `enqueue` result).
+#[derive(Debug)]
+pub struct JobResponse {
+    /// The job's id.
+    pub id: u64,
+    /// The worker that answered.
+    pub worker: WorkerInfo,
+    /// When the job was enqueued.
+    pub created_at: std::time::Instant,
+    /// The response payload.
+    pub payload: bytes::Bytes,
+    /// fds the worker sent back (a pipe or socket for a stream, say).
+    pub fds: Vec<OwnedFd>,
+}
+
+impl JobResponse {
+    /// Deserializes the payload (postcard) as `T`.
+    pub fn decode<T: serde::de::DeserializeOwned>(&self) -> Result<T, Error> {
+        Ok(postcard::from_bytes(&self.payload)?)
+    }
+}
+
+/// How a job ended: its response, or why there is none.
+pub type JobOutcome = Result<JobResponse, mob_proto::RequestError>;
+
+/// A closure run on the kingpin's loop when a job ends.
+type JobDoneFn = Box<dyn FnOnce(&mut Kingpin, JobOutcome)>;
+
+enum JobDone {
+    Then(JobDoneFn),
+}
+
+impl JobDone {
+    fn finish(self, kingpin: &mut Kingpin, outcome: JobOutcome) {
+        match self {
+            JobDone::Then(f) => f(kingpin, outcome),
+        }
+    }
+}
+
+/// A job being built; finish it with [`JobBuilder::then`].
+///
+/// ```no_run
+/// # fn f(kingpin: &mut mob_mio::Kingpin) -> Result<(), mob_mio::Error> {
+/// use std::time::Duration;
+///
+/// kingpin
+///     .enqueue("workers", &"resize /tmp/a.png")?
+///     .timeout(Duration::from_secs(5))
+///     .retries(1) // one more try if the first worker dies
+///     .then(|_kingpin, outcome| match outcome {
+///         Ok(response) => println!("done by {}", response.worker.pid),
+///         Err(e) => eprintln!("job failed: {e}"),
+///     })?;
+/// # Ok(()) }
+/// ```
+pub struct JobBuilder<'a> {
+    kingpin: &'a mut Kingpin,
+    role: String,
+    payload: Vec<u8>,
+    fds: Vec<OwnedFd>,
+    options: JobOptions,
+}
+
+impl JobBuilder<'_> {
+    /// Gives up after `timeout` from now (default: never).
+    pub fn timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.options.timeout = Some(timeout);
+        self
+    }
+
+    /// Up to `n` more tries if the worker handling the job dies (default 0).
+    pub fn retries(mut self, n: u32) -> Self {
+        self.options.retries = n;
+        self
+    }
+
+    /// Sends `fd` with the job (a connection to answer on, say). A job whose
+    /// fds have left cannot be retried.
+    pub fn fd(mut self, fd: impl Into<OwnedFd>) -> Self {
+        self.fds.push(fd.into());
+        self
+    }
+
+    /// Queues the job; `done` runs on the kingpin's loop with its end.
+    pub fn then(self, done: impl FnOnce(&mut Kingpin, JobOutcome) + 'static) -> Result<u64, Error> {
+        let JobBuilder { kingpin, role, payload, fds, options } = self;
+        let handles = fds.into_iter().map(|fd| kingpin.fds.insert(fd)).collect();
+        let now = kingpin.clock.now();
+        let id = kingpin.proto.enqueue(&role, &payload, handles, options, now)?;
+        kingpin.jobs.insert(id, JobDone::Then(Box::new(done)));
+        Ok(id)
     }
 }
 

@@ -50,11 +50,12 @@ mod rpc;
 
 pub use app::{App, Entry};
 pub use error::Error;
-pub use kingpin::{Event, Kingpin, Launch};
+pub use kingpin::{Event, JobBuilder, JobOutcome, JobResponse, Kingpin, Launch};
 pub use message::Message;
 pub use mob_proto::{
-    CloseReason, ExitStatus, KingpinConfig, Phase, RequestError, SendError, Source, Target, WorkerInfo,
+    Backoff, CloseReason, ExitStatus, Intensity, KingpinConfig, OnRoleFailure, Phase, RequestError, Restart, RoleSpec,
+    SendError, Source, Target, WorkerHealth, WorkerInfo, WorkerState,
 };
-pub use mobster::{Mobster, Proxy, WorkerEnv};
+pub use mobster::{Mobster, Proxy, StopDone, WorkerEnv};
 pub use request::{Handle, HandleRequest, RequestBuilder};
 pub use rpc::{Callback, Outcome, Reply, Request, Responder};

@@ -17,6 +17,8 @@ use serde::Serialize;
 use std::collections::HashMap;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 use std::sync::mpsc::Receiver;
 
 const LINK: Token = Token(0);
@@ -123,6 +125,37 @@ pub struct Mobster {
     closed: Option<CloseReason>,
     stop: bool,
     buf: Vec<u8>,
+    /// The kingpin asked us to stop; we exit once nothing is in flight and
+    /// the application confirmed.
+    stop_requested: bool,
+    stop_confirmed: Arc<AtomicBool>,
+    on_stop: Option<Box<dyn FnOnce(&mut Mobster, StopDone)>>,
+    ready: bool,
+    next_health: mob_proto::Instant,
+}
+
+/// How often a worker reports its memory and load to the kingpin.
+const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The application's confirmation that it has cleaned up after a stop
+/// request: call [`StopDone::confirm`], or drop it.
+pub struct StopDone {
+    confirmed: Arc<AtomicBool>,
+    tx: LoopTx,
+    /// How long the kingpin waits before killing this worker.
+    pub grace: Duration,
+}
+
+impl StopDone {
+    /// Confirms now (dropping does the same).
+    pub fn confirm(self) {}
+}
+
+impl Drop for StopDone {
+    fn drop(&mut self) {
+        self.confirmed.store(true, Ordering::SeqCst);
+        self.tx.shared.wake();
+    }
 }
 
 impl Mobster {
@@ -170,6 +203,11 @@ impl Mobster {
             closed: None,
             stop: false,
             buf: vec![0; READ_BUF],
+            stop_requested: false,
+            stop_confirmed: Arc::new(AtomicBool::new(false)),
+            on_stop: None,
+            ready: true,
+            next_health: mob_proto::Instant::ZERO,
         })
     }
 
@@ -252,6 +290,56 @@ impl Mobster {
         Ok(())
     }
 
+    /// Handles jobs the kingpin's work queue sends this worker
+    /// (load-process-manager's workers). Answer each through its
+    /// [`Request`]: `respond` with data, or `ack` for a bare acknowledgement.
+    pub fn on_job(&mut self, handler: impl FnMut(&mut Mobster, Request<Source>) + 'static) {
+        self.on_request_ns(mob_proto::kingpin::JOB_NAMESPACE, mob_proto::kingpin::JOB_NAME, handler);
+    }
+
+    /// Calls and jobs received and not yet answered (load-process-manager's
+    /// `requests()`).
+    pub fn open_calls(&self) -> Vec<u64> {
+        self.proto.open_calls().collect()
+    }
+
+    /// Takes new work again (load-process-manager's `ready()`).
+    pub fn ready(&mut self) -> Result<(), Error> {
+        self.set_ready(true)
+    }
+
+    /// Takes no new work until [`Mobster::ready`] (load-process-manager's
+    /// `busy()`).
+    pub fn busy(&mut self) -> Result<(), Error> {
+        self.set_ready(false)
+    }
+
+    fn set_ready(&mut self, ready: bool) -> Result<(), Error> {
+        self.started = true;
+        self.ready = ready;
+        let rss = mob_sys::process::rss_kib().unwrap_or(0);
+        self.proto.set_ready(ready, rss)?;
+        self.write();
+        Ok(())
+    }
+
+    /// Asks the kingpin to resize this worker's role to `workers`, within
+    /// the role's min and max (mob's `scale`).
+    pub fn scale(&mut self, workers: u32) -> Result<(), Error> {
+        self.started = true;
+        self.proto.scale(workers)?;
+        self.write();
+        Ok(())
+    }
+
+    /// Runs `handler` when the kingpin asks this worker to stop (a soft
+    /// kill, a resize, a reload). The worker exits once every call it is
+    /// handling has been answered and the handler's [`StopDone`] is dropped
+    /// or confirmed; without a handler, as soon as its calls are answered.
+    pub fn on_stop(&mut self, handler: impl FnOnce(&mut Mobster, StopDone) + 'static) {
+        self.on_stop = Some(Box::new(handler));
+    }
+
     /// A proxy for the functions `role` exports.
     pub fn require(&self, role: &str) -> Proxy {
         Proxy { role: role.to_string() }
@@ -303,12 +391,26 @@ impl Mobster {
     pub fn run(mut self) -> Result<(), Error> {
         self.started = true;
         let mut events = Events::with_capacity(16);
+        self.next_health = self.clock.now();
         loop {
             self.pump();
             if self.closed.is_some() || self.stop {
                 break;
             }
-            let timeout = self.proto.poll_timeout().map(|t| self.clock.until(t));
+            if self.stop_requested && self.stop_confirmed.load(Ordering::SeqCst) && self.proto.pending().2 == 0 {
+                self.flush_blocking();
+                break;
+            }
+            let now = self.clock.now();
+            if now >= self.next_health {
+                self.next_health = now + HEALTH_INTERVAL;
+                if self.proto.is_running() {
+                    let _ = self.proto.report_health(mob_sys::process::rss_kib().unwrap_or(0));
+                    self.write();
+                }
+            }
+            let next = self.proto.poll_timeout().map_or(self.next_health, |t| t.min(self.next_health));
+            let timeout = Some(self.clock.until(next));
             if let Err(e) = self.poll.poll(&mut events, timeout)
                 && e.kind() != std::io::ErrorKind::Interrupted
             {
@@ -382,6 +484,14 @@ impl Mobster {
     fn event(&mut self, event: WorkerEvent) {
         match event {
             WorkerEvent::Welcome(_) | WorkerEvent::Cancelled { .. } => {}
+            WorkerEvent::Stop { grace } => {
+                self.stop_requested = true;
+                let done = StopDone { confirmed: self.stop_confirmed.clone(), tx: self.tx.clone(), grace };
+                match self.on_stop.take() {
+                    Some(handler) => self.guard(|mob| handler(mob, done)),
+                    None => drop(done),
+                }
+            }
             WorkerEvent::Message { from, ns, name, payload, fds } => {
                 let fds = self.take_fds(fds);
                 self.dispatch_message(Message { from, ns, name, payload, fds });
@@ -396,13 +506,13 @@ impl Mobster {
             WorkerEvent::Reply { id, result } => {
                 let outcome = result.map(|(payload, fds)| Reply { payload, fds: self.take_fds(fds) });
                 if let Some(done) = self.completions.done.remove(&id) {
-                    done.finish(self, outcome);
+                    self.guard(|mob| done.finish(mob, outcome));
                 }
             }
             WorkerEvent::Callback { callback, payload, fds } => {
                 let reply = Reply { payload, fds: self.take_fds(fds) };
                 if let Some(f) = self.completions.callbacks.remove(&callback) {
-                    f(self, reply);
+                    self.guard(|mob| f(mob, reply));
                 }
             }
             WorkerEvent::CallbackReleased { callback } => {
@@ -430,6 +540,7 @@ impl Mobster {
                 let _ = self.proto.invoke(call, callback, &payload, handles);
             }
             Command::Respond { .. } | Command::Invoke { .. } => {}
+            Command::Kingpin(_) => {}
             Command::Stop => self.stop = true,
         }
     }
@@ -441,18 +552,49 @@ impl Mobster {
     fn dispatch_message(&mut self, msg: Message<Source>) {
         let key = (msg.ns.clone(), msg.name.clone());
         if let Some(mut h) = self.messages.remove(&key) {
-            h(self, msg);
+            self.guard(|mob| h(mob, msg));
             self.messages.entry(key).or_insert(h);
         } else if let Some(mut h) = self.fallback.take() {
-            h(self, msg);
+            self.guard(|mob| h(mob, msg));
             self.fallback.get_or_insert(h);
+        }
+    }
+
+    /// Runs application code. If it panics, the kingpin is told why (so it
+    /// can report the role's last error) before this process exits.
+    fn guard(&mut self, f: impl FnOnce(&mut Mobster)) {
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(self)));
+        if result.is_ok() {
+            // Answers the handler gave go out now, before anything else runs.
+            while let Ok(cmd) = self.rx.try_recv() {
+                self.command(cmd);
+            }
+            self.write();
+        }
+        if let Err(panic) = result {
+            let message = match (panic.downcast_ref::<&str>(), panic.downcast_ref::<String>()) {
+                (Some(s), _) => (*s).to_string(),
+                (_, Some(s)) => s.clone(),
+                _ => "panicked".to_string(),
+            };
+            let _ = self.proto.fatal(&format!("panicked: {message}"));
+            self.flush_blocking();
+            std::process::exit(101);
+        }
+    }
+
+    /// Writes everything queued, waiting for the socket if need be.
+    fn flush_blocking(&mut self) {
+        if mob_sys::channel::set_nonblocking(&self.sock, false).is_ok() {
+            self.write();
+            let _ = mob_sys::channel::set_nonblocking(&self.sock, true);
         }
     }
 
     fn dispatch_request(&mut self, req: Request<Source>) {
         let key = (req.ns.clone(), req.name.clone());
         if let Some(mut h) = self.requests.remove(&key) {
-            h(self, req);
+            self.guard(|mob| h(mob, req));
             self.requests.entry(key).or_insert(h);
         } else {
             let known_ns = self.requests.keys().any(|(ns, _)| *ns == req.ns);

@@ -186,9 +186,15 @@ impl Handle {
         Ok(HandleRequest { tx: self.tx.clone(), spec })
     }
 
-    /// Asks the loop to stop.
+    /// Asks the loop to stop (on a kingpin: a soft kill).
     pub fn stop(&self) -> Result<(), Error> {
         self.tx.send(Command::Stop)
+    }
+
+    /// Runs `f` on the kingpin's loop: resize, reload, health, enqueue,
+    /// stop, from any thread. On a mobster's handle, `f` is dropped unrun.
+    pub fn with_kingpin(&self, f: impl FnOnce(&mut crate::Kingpin) + Send + 'static) -> Result<(), Error> {
+        self.tx.send(Command::Kingpin(Box::new(f)))
     }
 }
 

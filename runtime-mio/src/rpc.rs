@@ -88,6 +88,8 @@ pub(crate) enum Command {
     Request(RemoteRequest),
     Respond { to: Answer, result: Result<(), Failure>, payload: Vec<u8>, fds: Vec<OwnedFd> },
     Invoke { to: Answer, callback: u64, payload: Vec<u8>, fds: Vec<OwnedFd> },
+    /// Run on the kingpin's loop (ignored by a mobster's).
+    Kingpin(Box<dyn FnOnce(&mut crate::Kingpin) + Send>),
     Stop,
 }
 
@@ -178,6 +180,11 @@ impl<From> Request<From> {
     /// Answers with a failure carrying `message`.
     pub fn fail(self, message: impl Into<String>) -> Result<(), Error> {
         self.responder.fail(message)
+    }
+
+    /// Answers with no data: a bare acknowledgement.
+    pub fn ack(self) -> Result<(), Error> {
+        self.responder.respond_raw(Vec::new(), Vec::new())
     }
 }
 

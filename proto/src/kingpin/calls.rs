@@ -21,6 +21,8 @@ use core::time::Duration;
 pub(super) enum CallEntry {
     /// The kingpin's own request.
     Own { target: LinkId },
+    /// A job from the work queue.
+    Job { target: LinkId },
     /// A worker's request, forwarded.
     Forward {
         origin: LinkId,
@@ -153,9 +155,19 @@ impl Kingpin {
                 };
                 self.event(Event::Reply { id: k, result });
             }
-            Some(CallEntry::Forward { origin, origin_id, target, replied, callbacks })
-                if *target == link && !*replied =>
-            {
+            Some(CallEntry::Job { target }) if *target == link => {
+                self.calls.remove(k);
+                self.dec_inflight(link);
+                let result = match reply.result {
+                    Ok(()) => Ok((payload, fds)),
+                    Err(f) => {
+                        self.release(fds);
+                        Err(RequestError::from(f))
+                    }
+                };
+                self.job_answered(k, link, result);
+            }
+            Some(CallEntry::Forward { origin, origin_id, target, replied, callbacks }) if *target == link && !*replied => {
                 *replied = true;
                 let (origin, origin_id, done) = (*origin, *origin_id, *callbacks == 0);
                 if done {
@@ -234,11 +246,12 @@ impl Kingpin {
     /// every call it had asked for is cancelled at its handler.
     pub(super) fn fail_calls_through(&mut self, link: LinkId) {
         let ended = self.calls.extract_if(|e| match e {
-            CallEntry::Own { target } => *target == link,
+            CallEntry::Own { target } | CallEntry::Job { target } => *target == link,
             CallEntry::Forward { origin, target, .. } => *target == link || *origin == link,
         });
         for (k, entry) in ended {
             match entry {
+                CallEntry::Job { .. } => self.job_lost(k),
                 CallEntry::Own { .. } => {
                     if self.requests.close(k, false) {
                         self.event(Event::Reply { id: k, result: Err(RequestError::PeerGone) });
@@ -296,7 +309,9 @@ impl Kingpin {
     /// Call `k` now waits for `next` instead.
     fn retarget(&mut self, k: u64, next: LinkId) {
         match self.calls.get_mut(k) {
-            Some(CallEntry::Own { target } | CallEntry::Forward { target, .. }) => *target = next,
+            Some(CallEntry::Own { target } | CallEntry::Forward { target, .. } | CallEntry::Job { target }) => {
+                *target = next
+            }
             None => return,
         }
         if let Some(l) = self.link_mut(next) {
@@ -322,13 +337,18 @@ impl Kingpin {
                     self.push(origin, Kind::Release, &Release { call: origin_id }, &[], Vec::new()).ok();
                 }
             }
+            Some(CallEntry::Job { .. }) => self.job_lost(k),
             None => {}
         }
     }
 
-    fn dec_inflight(&mut self, link: LinkId) {
-        if let Some(l) = self.link_mut(link) {
-            l.inflight = l.inflight.saturating_sub(1);
-        }
+    /// One call fewer in flight to `link`: it may have room for a job, or
+    /// be done draining.
+    pub(super) fn dec_inflight(&mut self, link: LinkId) {
+        let Some(l) = self.link_mut(link) else { return };
+        l.inflight = l.inflight.saturating_sub(1);
+        let role = l.role;
+        self.finish_drain(link);
+        self.dispatch_jobs(role);
     }
 }

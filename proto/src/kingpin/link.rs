@@ -39,10 +39,30 @@ pub(super) struct Link {
     pub incoming: BTreeSet<u64>,
     /// Functions this worker exports.
     pub exports: Vec<String>,
+    /// Takes new work.
+    pub ready: bool,
+    /// Has been ready at least once (so not ready now means busy).
+    pub was_ready: bool,
+    /// Gets no new work: finishing before it stops.
+    pub draining: bool,
+    /// Asked to stop, or killed: its exit is expected.
+    pub stopping: bool,
+    /// When it must be gone after being asked to stop.
+    pub stop_deadline: Option<Instant>,
+    /// It reported why it is dying.
+    pub fatal: bool,
+    /// Resident memory it last reported, in KiB.
+    pub rss_kib: u64,
+    pub spawned_at: Instant,
+    pub up_at: Option<Instant>,
+    /// When it was last heard from (any bytes).
+    pub last_seen: Instant,
+    pub next_ping: Option<Instant>,
+    pub ping_seq: u64,
 }
 
 impl Link {
-    pub(super) fn new(generation: u32, info: WorkerInfo, role: usize, max_body: u32) -> Link {
+    pub(super) fn new(generation: u32, info: WorkerInfo, role: usize, max_body: u32, now: Instant) -> Link {
         Link {
             generation,
             info,
@@ -56,7 +76,24 @@ impl Link {
             inflight: 0,
             incoming: BTreeSet::new(),
             exports: Vec::new(),
+            ready: false,
+            was_ready: false,
+            draining: false,
+            stopping: false,
+            stop_deadline: None,
+            fatal: false,
+            rss_kib: 0,
+            spawned_at: now,
+            up_at: None,
+            last_seen: now,
+            next_ping: None,
+            ping_seq: 0,
         }
+    }
+
+    /// Whether it should be given new work.
+    pub(super) fn takes_work(&self) -> bool {
+        self.phase == Phase::Up && self.ready && !self.draining && !self.stopping
     }
 
     pub(super) fn is_live(&self) -> bool {

@@ -7,8 +7,13 @@
 //! [`calls`] requests in flight and what ends them.
 
 mod calls;
+mod jobs;
 mod link;
 mod route;
+mod supervise;
+
+pub use jobs::{JOB_NAME, JOB_NAMESPACE, JobOptions};
+pub use supervise::{WorkerHealth, WorkerState};
 
 use crate::config::KingpinConfig;
 use crate::error::{CloseReason, RespondError, SendError};
@@ -27,8 +32,13 @@ use calls::CallEntry;
 use core::time::Duration;
 use link::Link;
 use slab::Slab;
+use supervise::{Role, Shutdown};
 
 use crate::deadlines::Deadlines;
+
+/// How long a worker whose link reached end of stream has to exit on its
+/// own before it is killed.
+pub const EOF_GRACE: Duration = Duration::from_secs(1);
 
 /// Identifies one link (one worker process's socket) for its whole life.
 ///
@@ -118,6 +128,33 @@ pub enum Event {
     WorkerSpawned(WorkerInfo),
     /// A worker completed its handshake.
     WorkerUp(WorkerInfo),
+    /// A worker is ready for work (after its handshake, or when it says so).
+    WorkerReady(WorkerInfo),
+    /// Every worker of a role is ready.
+    RoleOnline(Arc<str>),
+    /// Every role is online (once per kingpin).
+    AppOnline,
+    /// A role restarted more often than its intensity allows and was
+    /// stopped.
+    RoleFailed {
+        /// The role.
+        role: Arc<str>,
+        /// Why its last worker died, if known.
+        last_error: Option<String>,
+    },
+    /// A rolling reload of a role finished.
+    RoleReloaded(Arc<str>),
+    /// A worker reported, just before dying, why (its panic message).
+    WorkerFatal(WorkerInfo, String),
+    /// A job ended: its response, or why there is none.
+    JobDone {
+        /// The job's id, as [`Kingpin::enqueue`] returned it.
+        id: u64,
+        /// When it was enqueued.
+        created_at: Instant,
+        /// The worker that answered, and its response; or why not.
+        result: Result<(WorkerInfo, Bytes, Vec<FdHandle>), RequestError>,
+    },
     /// A worker's link closed for a reason other than a clean exit.
     LinkClosed(WorkerInfo, CloseReason),
     /// A worker process ended; its slot is being revived.
@@ -209,6 +246,12 @@ pub enum Output {
     ReleaseFd(FdHandle),
     /// Tell the application.
     Event(Event),
+    /// The shutdown is complete: the kingpin should exit, with success if
+    /// `clean` (every worker finished and exited in time).
+    Exit {
+        /// Whether the shutdown was clean.
+        clean: bool,
+    },
 }
 
 /// Sizes of the kingpin's tables, for tests and health reports: all zero
@@ -225,18 +268,13 @@ pub struct Pending {
     pub incoming: usize,
     /// Frames waiting for workers that are still starting.
     pub early: usize,
+    /// Jobs not yet ended (waiting or running).
+    pub jobs: usize,
 }
 
-struct Slot {
-    link: Option<LinkId>,
-    respawn_at: Option<Instant>,
-}
 
-struct Role {
-    name: Arc<str>,
-    slots: Vec<Slot>,
-    next_any: usize,
-}
+
+
 
 /// The kingpin-side protocol state machine (one per kingpin process).
 ///
@@ -277,20 +315,18 @@ pub struct Kingpin {
     outputs: VecDeque<Output>,
     requests: Requester,
     calls: Deadlines<CallEntry>,
+    jobs: jobs::JobQueue,
+    shutdown: Option<Shutdown>,
+    app_online: bool,
+    exited: bool,
+    /// The latest instant the runtime told us.
+    now: Instant,
 }
 
 impl Kingpin {
     /// A kingpin that will ask for every slot of every role to be spawned.
     pub fn new(config: KingpinConfig) -> Kingpin {
-        let roles = config
-            .roles
-            .iter()
-            .map(|r| Role {
-                name: Arc::from(r.name.as_str()),
-                slots: (0..r.workers).map(|_| Slot { link: None, respawn_at: None }).collect(),
-                next_any: 0,
-            })
-            .collect();
+        let roles = config.roles.iter().map(Role::new).collect();
         let mut k = Kingpin {
             requests: Requester::new(config.request_timeout),
             config,
@@ -301,6 +337,11 @@ impl Kingpin {
             pids: BTreeMap::new(),
             outputs: VecDeque::new(),
             calls: Deadlines::new(),
+            jobs: jobs::JobQueue::default(),
+            shutdown: None,
+            app_online: false,
+            exited: false,
+            now: Instant::ZERO,
         };
         for role in 0..k.roles.len() {
             for slot in 0..k.roles[role].slots.len() {
@@ -335,7 +376,7 @@ impl Kingpin {
         let (requests, callbacks) = self.requests.counts();
         let (incoming, early) =
             self.links.iter().fold((0, 0), |(i, e), (_, l)| (i + l.incoming.len(), e + l.early.len()));
-        Pending { requests, callbacks, calls: self.calls.len(), incoming, early }
+        Pending { requests, callbacks, calls: self.calls.len(), incoming, early, jobs: self.jobs.len() }
     }
 
     /// Late replies and invocations dropped so far.
@@ -345,10 +386,64 @@ impl Kingpin {
 
     /// The earliest instant at which [`Kingpin::handle_timeout`] has work.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let links = self.links.iter().filter_map(|(_, l)| l.deadline);
+        let heartbeat = self.config.heartbeat;
+        let links = self.links.iter().flat_map(|(_, l)| {
+            let hb = match (heartbeat, l.phase) {
+                (Some((_, timeout)), Phase::Up) => [l.next_ping, Some(l.last_seen + timeout)],
+                _ => [None, None],
+            };
+            [l.deadline, l.stop_deadline].into_iter().chain(hb).flatten()
+        });
         let slots = self.roles.iter().flat_map(|r| r.slots.iter().filter_map(|s| s.respawn_at));
-        let tables = [self.requests.next_deadline(), self.calls.next_deadline()].into_iter().flatten();
-        links.chain(slots).chain(tables).min()
+        let shutdown = self.shutdown.filter(|sd| !sd.hard).map(|sd| sd.deadline);
+        let tables = [self.requests.next_deadline(), self.calls.next_deadline(), self.jobs.next_deadline(), shutdown];
+        links.chain(slots).chain(tables.into_iter().flatten()).min()
+    }
+
+    /// Per-worker figures: pid, role, slot, state, memory, load, restarts,
+    /// uptime (load-process-manager's `health()`).
+    pub fn health(&self, now: Instant) -> Vec<WorkerHealth> {
+        self.health_report(now)
+    }
+
+    /// Why the last worker of `role` died (mob's `lastErr`): its panic
+    /// message if it sent one, else its exit status.
+    pub fn last_error(&self, role: &str) -> Option<&str> {
+        self.roles.iter().find(|r| &*r.name == role)?.last_error.as_deref()
+    }
+
+    /// Whether the kingpin is shutting down.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutdown.is_some()
+    }
+
+    /// Starts a shutdown. Soft (`hard == false`): no new work, every worker
+    /// is asked to finish what it has and stop, and those still running after
+    /// [`KingpinConfig::shutdown_grace`] are killed. Hard: every worker is
+    /// killed now. Either way [`Output::Exit`] follows; a second, hard call
+    /// turns a soft shutdown hard.
+    pub fn shutdown(&mut self, hard: bool, now: Instant) {
+        self.now = now;
+        self.begin_shutdown(hard, now);
+    }
+
+    /// Changes how many workers `role` has, within its min and max: growing
+    /// spawns new slots, shrinking drains the highest slots (no new work,
+    /// in-flight work finishes) and then stops them. Returns the count in
+    /// force, or `None` for an unknown role.
+    pub fn resize(&mut self, role: &str, workers: u32, now: Instant) -> Option<u32> {
+        self.now = now;
+        let role = self.role_index(role)?;
+        Some(self.resize_role(role, workers))
+    }
+
+    /// Starts a rolling restart of `role`: one slot at a time, a new worker
+    /// starts, and once it is ready the old one drains and stops, so no
+    /// request is dropped. False if the role is unknown, failed, or already
+    /// reloading. [`Event::RoleReloaded`] follows.
+    pub fn reload(&mut self, role: &str, now: Instant) -> bool {
+        self.now = now;
+        self.role_index(role).is_some_and(|r| self.reload_role(r))
     }
 
     /// The next output, if any.
@@ -372,6 +467,7 @@ impl Kingpin {
 
     /// The runtime started the process for `link`.
     pub fn handle_spawned(&mut self, link: LinkId, pid: u32, now: Instant) {
+        self.now = now;
         let deadline = now + self.config.handshake_timeout;
         let Some(l) = self.link_mut(link) else { return };
         if l.phase != Phase::Spawning {
@@ -380,6 +476,7 @@ impl Kingpin {
         l.phase = Phase::Handshaking;
         l.info.pid = pid;
         l.deadline = Some(deadline);
+        l.spawned_at = now;
         let info = l.info.clone();
         self.pids.insert(pid, link);
         self.event(Event::WorkerSpawned(info));
@@ -392,18 +489,29 @@ impl Kingpin {
         if l.phase != Phase::Spawning {
             return;
         }
-        let (role, slot) = (l.role, l.info.slot);
+        let (role, slot) = (l.role, l.info.slot as usize);
+        self.now = now;
         self.close(link, CloseReason::Transport("spawn failed"), None);
         self.remove_link(link);
         let retry = now + self.config.spawn_retry;
-        if let Some(s) = self.roles[role].slots.get_mut(slot as usize) {
-            s.link = None;
-            s.respawn_at = Some(retry);
+        let shutting_down = self.shutdown.is_some();
+        if let Some(s) = self.roles[role].slots.get_mut(slot) {
+            if s.replacement == Some(link) {
+                s.replacement = None;
+            }
+            if s.link == Some(link) {
+                s.link = None;
+                if !shutting_down && !s.retiring {
+                    s.respawn_at = Some(retry);
+                }
+            }
         }
+        self.check_exit();
     }
 
     /// Bytes (and the fds that came with them) read from `link`.
     pub fn handle_read(&mut self, link: LinkId, bytes: &[u8], fds: Vec<FdHandle>, now: Instant) {
+        self.now = now;
         let Some(l) = self.link_mut(link) else {
             self.release(fds);
             return;
@@ -412,12 +520,14 @@ impl Kingpin {
             self.release(fds);
             return;
         }
+        l.last_seen = now;
         l.dec.handle_read(bytes, fds);
         self.process(link, now);
     }
 
     /// The link reached end of stream, or failed to read or write.
     pub fn handle_eof(&mut self, link: LinkId, now: Instant) {
+        self.now = now;
         let Some(l) = self.link_mut(link) else { return };
         if l.phase == Phase::Closing {
             return;
@@ -430,35 +540,36 @@ impl Kingpin {
     /// The runtime could not read or write `link` (`what` says why, e.g.
     /// "control data truncated"). The link is closed and its process killed.
     pub fn handle_link_error(&mut self, link: LinkId, what: &'static str, now: Instant) {
-        let _ = now;
+        self.now = now;
         self.close(link, CloseReason::Transport(what), None);
     }
 
     /// A child process was reaped. Read whatever its link still holds before
     /// calling this, so that its last messages are not lost.
     pub fn handle_exited(&mut self, pid: u32, status: ExitStatus, now: Instant) {
-        let _ = now;
+        self.now = now;
         let Some(link) = self.pids.remove(&pid) else { return };
         let Some(l) = self.link(link) else { return };
-        let (role, slot) = (l.role, l.info.slot);
+        let (role, slot, expected, fatal) = (l.role, l.info.slot as usize, l.stopping, l.fatal);
+        let up_for = l.up_at.map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
         self.close(link, CloseReason::Exited, None);
         if let Some(l) = self.link(link) {
             let info = l.info.clone();
             self.event(Event::WorkerExited(info, status));
         }
         self.remove_link(link);
-        if let Some(s) = self.roles[role].slots.get_mut(slot as usize)
-            && s.link == Some(link)
-        {
-            s.link = None;
-            self.spawn(role, slot);
-        }
+        self.after_exit(role, slot, link, status, expected, fatal, up_for, now);
+        self.check_exit();
     }
 
     /// Timers: request and call deadlines, handshake deadlines and delayed
     /// respawns that are due. An early call does nothing.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.now = now;
         self.expire_calls(now);
+        self.expire_jobs(now);
+        self.heartbeat(now);
+        self.shutdown_deadlines(now);
         let overdue: Vec<LinkId> = self
             .links
             .iter()
@@ -473,7 +584,9 @@ impl Kingpin {
                 let s = &mut self.roles[role].slots[slot];
                 if s.respawn_at.is_some_and(|t| t <= now) && s.link.is_none() {
                     s.respawn_at = None;
-                    self.spawn(role, slot as u32);
+                    if self.shutdown.is_none() && !self.roles[role].failed {
+                        self.spawn(role, slot as u32);
+                    }
                 }
             }
         }
@@ -492,6 +605,10 @@ impl Kingpin {
         payload: &[u8],
         fds: Vec<FdHandle>,
     ) -> Result<(), SendError> {
+        if self.exited {
+            self.release(fds);
+            return Err(SendError::ShuttingDown);
+        }
         self.route_send(None, to, ns, name, payload, fds)
     }
 
@@ -513,6 +630,11 @@ impl Kingpin {
         callbacks: usize,
         now: Instant,
     ) -> Result<(u64, Vec<u64>), SendError> {
+        self.now = now;
+        if self.shutdown.is_some() {
+            self.release(fds);
+            return Err(SendError::ShuttingDown);
+        }
         let (id, deadline, cbs) = self.requests.open(now, timeout, callbacks);
         let timeout_ms = crate::requester::millis(deadline.saturating_duration_since(now));
         let call = calls::NewCall { id, from: Source::Kingpin, ns, name, timeout_ms, callbacks: &cbs };
@@ -610,6 +732,21 @@ impl Kingpin {
             (Phase::Up, Message::Request(req, payload, fds)) => self.on_request(link, req, payload, fds, now),
             (Phase::Up, Message::Reply(reply, payload, fds)) => self.on_reply(link, reply, payload, fds),
             (Phase::Up, Message::Invoke(invoke, payload, fds)) => self.on_invoke(link, invoke, payload, fds),
+            (Phase::Up, Message::Status(status)) => self.on_status(link, status),
+            (Phase::Up, Message::Pong(_)) => {}
+            (Phase::Up, Message::Fatal(fatal)) => {
+                let info = l.info.clone();
+                let role = l.role;
+                self.roles[role].last_error = Some(fatal.message.clone());
+                if let Some(l) = self.link_mut(link) {
+                    l.fatal = true;
+                }
+                self.event(Event::WorkerFatal(info, fatal.message));
+            }
+            (Phase::Up, Message::Scale(scale)) => {
+                let role = l.role;
+                self.resize_role(role, scale.workers);
+            }
             (Phase::Handshaking | Phase::Spawning, msg) => {
                 self.release(msg.into_fds());
                 self.close(link, CloseReason::Protocol("first frame must be Hello"), None);
@@ -631,6 +768,7 @@ impl Kingpin {
             let reject = Reject { version: ours, reason };
             return self.close(link, CloseReason::VersionMismatch { ours, theirs: hello.version }, Some(reject));
         }
+        let now = self.now;
         let settings = Settings {
             app: self.config.app.clone(),
             max_body: self.config.max_body,
@@ -649,14 +787,24 @@ impl Kingpin {
         }
         l.phase = Phase::Up;
         l.deadline = None;
+        l.up_at = Some(now);
+        l.last_seen = now;
         l.exports = hello.exports;
         for early in core::mem::take(&mut l.early) {
             l.out.push_encoded(&early.frame, early.fds);
         }
         l.early_bytes = 0;
         let info = l.info.clone();
+        let role = l.role;
         self.outputs.push_back(Output::Transmit(link));
         self.event(Event::WorkerUp(info));
+        if self.roles[role].spec.ready_on_connect {
+            if let Some(l) = self.link_mut(link) {
+                l.ready = true;
+                l.was_ready = true;
+            }
+            self.became_ready(link);
+        }
     }
 
     /// Closes a link: releases every fd it holds, ends or reroutes whatever
@@ -664,12 +812,21 @@ impl Kingpin {
     /// runtime to close the socket and, if the process may still run, to kill
     /// it.
     fn close(&mut self, link: LinkId, reason: CloseReason, farewell: Option<Reject>) {
+        let eof_deadline = self.now + EOF_GRACE;
         let Some(l) = self.link_mut(link) else { return };
         if l.phase == Phase::Closing {
             return;
         }
         let had_process = l.phase != Phase::Spawning;
+        let role = l.role;
+        let expected = l.stopping;
+        if reason == CloseReason::Eof && l.stop_deadline.is_none() {
+            // A worker that closes its channel is almost always exiting:
+            // give it a moment to do so before it is killed.
+            l.stop_deadline = Some(eof_deadline);
+        }
         l.phase = Phase::Closing;
+        l.ready = false;
         l.deadline = None;
         l.incoming.clear();
         let leftover: Vec<FdHandle> = l.dec.drain_fds().chain(l.out.clear()).collect();
@@ -683,15 +840,28 @@ impl Kingpin {
         self.outputs.push_back(Output::CloseLink(link));
         self.reroute_early(early);
         self.fail_calls_through(link);
-        if reason != CloseReason::Exited {
-            if had_process && self.pids.contains_key(&info.pid) {
-                self.outputs.push_back(Output::Kill { pid: info.pid, link });
+        self.update_online(role);
+        match reason {
+            CloseReason::Exited => {}
+            CloseReason::Eof if expected => {}
+            CloseReason::Eof => self.event(Event::LinkClosed(info, reason)),
+            _ => {
+                if had_process && self.pids.contains_key(&info.pid) {
+                    self.outputs.push_back(Output::Kill { pid: info.pid, link });
+                }
+                self.event(Event::LinkClosed(info, reason));
             }
-            self.event(Event::LinkClosed(info, reason));
         }
     }
 
     fn spawn(&mut self, role: usize, slot: u32) {
+        let link = self.new_link(role, slot);
+        self.roles[role].slots[slot as usize].link = Some(link);
+    }
+
+    /// Creates a link for a new worker process of `role`'s `slot` and asks
+    /// the runtime to spawn it.
+    fn new_link(&mut self, role: usize, slot: u32) -> LinkId {
         let generation = self.next_generation;
         self.next_generation = self.next_generation.wrapping_add(1);
         let worker = self.next_worker;
@@ -699,9 +869,9 @@ impl Kingpin {
         let entry = self.links.vacant_entry();
         let link = make_id(entry.key(), generation);
         let info = WorkerInfo { id: worker, link, role: self.roles[role].name.clone(), slot, pid: 0 };
-        entry.insert(Link::new(generation, info.clone(), role, self.config.max_body));
-        self.roles[role].slots[slot as usize].link = Some(link);
+        entry.insert(Link::new(generation, info.clone(), role, self.config.max_body, self.now));
         self.outputs.push_back(Output::Spawn(Spawn { link, worker, role: info.role, slot }));
+        link
     }
 
     fn remove_link(&mut self, link: LinkId) {

@@ -96,16 +96,26 @@ impl Kingpin {
                 let role = self.role_index(name).ok_or(SendError::NoRoute)?;
                 let n = self.roles[role].slots.len();
                 let start = self.roles[role].next_any;
-                let mut best: Option<(bool, u32, usize, LinkId)> = None;
+                let mut best: Option<(u8, u32, usize, LinkId)> = None;
                 for i in 0..n {
                     let slot = (start + i) % n;
                     let Some(id) = self.roles[role].slots[slot].link else { continue };
                     let Some(l) = self.link(id) else { continue };
-                    if Some(id) == exclude || !l.is_live() {
+                    if Some(id) == exclude || !l.is_live() || l.draining || l.stopping {
                         continue;
                     }
-                    // Up before starting; then fewest in flight; then rotation order.
-                    let key = (l.phase != Phase::Up, l.inflight, i, id);
+                    // Ready workers first, then starting ones (the frame waits
+                    // for the handshake), then busy ones; within each, fewest
+                    // in flight; then rotation order. Draining workers get
+                    // nothing new.
+                    let rank = if l.takes_work() {
+                        0
+                    } else if l.phase != Phase::Up {
+                        1
+                    } else {
+                        2
+                    };
+                    let key = (rank, l.inflight, i, id);
                     if best.is_none_or(|b| (key.0, key.1, key.2) < (b.0, b.1, b.2)) {
                         best = Some(key);
                     }

@@ -347,6 +347,23 @@ pub enum KEvent {
     CallbackReleased {
         callback: u64,
     },
+    Ready(WorkerInfo),
+    RoleOnline(String),
+    AppOnline,
+    RoleFailed {
+        role: String,
+        last_error: Option<String>,
+    },
+    RoleReloaded(String),
+    Fatal(WorkerInfo, String),
+    JobDone {
+        id: u64,
+        result: Result<(WorkerInfo, Bytes, Vec<u64>), RequestError>,
+    },
+    /// The kingpin asked to exit (shutdown complete).
+    Exit {
+        clean: bool,
+    },
 }
 
 /// A message a worker's application received.
@@ -369,6 +386,7 @@ pub enum WEvent {
     Reply { id: u64, result: Result<(Bytes, Vec<u64>), RequestError> },
     Callback { callback: u64, payload: Bytes, files: Vec<u64> },
     CallbackReleased { callback: u64 },
+    Stop { grace: core::time::Duration },
 }
 
 type HelloRewrite = Box<dyn FnMut(&mut Hello)>;
@@ -608,6 +626,7 @@ impl Sim {
                     self.ledger.settle(h, Fate::Released, Side::Kingpin);
                 }
                 Output::Event(e) => self.record_event(e),
+                Output::Exit { clean } => self.events.push(KEvent::Exit { clean }),
             }
         }
         progress
@@ -646,6 +665,19 @@ impl Sim {
                 files: self.ledger.settle_all(fds, Fate::Delivered, Side::Kingpin),
             },
             Event::CallbackReleased { callback } => KEvent::CallbackReleased { callback },
+            Event::WorkerReady(i) => KEvent::Ready(i),
+            Event::RoleOnline(r) => KEvent::RoleOnline(r.to_string()),
+            Event::AppOnline => KEvent::AppOnline,
+            Event::RoleFailed { role, last_error } => KEvent::RoleFailed { role: role.to_string(), last_error },
+            Event::RoleReloaded(r) => KEvent::RoleReloaded(r.to_string()),
+            Event::WorkerFatal(i, m) => KEvent::Fatal(i, m),
+            Event::JobDone { id, result, .. } => KEvent::JobDone {
+                id,
+                result: result.map(|(w, payload, fds)| {
+                    let files = self.ledger.settle_all(fds, Fate::Delivered, Side::Kingpin);
+                    (w, payload, files)
+                }),
+            },
         };
         self.events.push(e);
     }
@@ -733,6 +765,9 @@ impl Sim {
                 }
                 WorkerOutput::Event(WorkerEvent::Cancelled { call }) => {
                     p.events.push(WEvent::Cancelled { call });
+                }
+                WorkerOutput::Event(WorkerEvent::Stop { grace }) => {
+                    p.events.push(WEvent::Stop { grace });
                 }
                 WorkerOutput::Event(WorkerEvent::Reply { id, result }) => {
                     let result = result.map(|(payload, fds)| {

@@ -19,9 +19,22 @@
 //! (before its handshake); when it is up, the kingpin sends it `ping`.
 //!
 //! Worker handlers: messages `ping` (answers `pong PID`), `seq` and `hello`
-//! (reported); requests `echo` (answers `TEXT from PID`), `exit` (the process
+//! (reported), `boom` (panics), `busy`/`ready`, `alloc MB` (holds MB of
+//! memory); requests `echo` (answers `TEXT from PID`), `exit` (the process
 //! exits without answering), `never` (kept unanswered), `drop` (dropped
-//! unanswered); export `whoami` (answers the pid).
+//! unanswered); export `whoami` (answers the pid); jobs `sleep MS` (answers
+//! `PID` after MS ms), `exit` (exits), anything else (answers `PID`).
+//!
+//! Roles whose name contains `crash` exit with code 3 at once, `clean` exit
+//! with 0 at once; a name starting `transient` or `temporary` gets that
+//! restart type; `explicit` roles are ready only when they say so;
+//! `conc1` roles take one job at a time. `MOB_TEST_CONTINUE=1` keeps the app
+//! running when a role fails; `MOB_TEST_GRACE_MS` sets the soft-kill grace.
+//!
+//! More kingpin commands: `enqueue ROLE TAG TEXT TIMEOUT_MS RETRIES` (prints
+//! `job _ 0 PID TAG ok|err ...`), `resize ROLE N`, `reload ROLE`, `health`
+//! (prints `health ROLE SLOT PID STATE RSS INFLIGHT RESTARTS`), `stop`,
+//! `kill`.
 
 use mob_mio::{App, Error, Event, Handle, Mobster, Outcome, Request, Source, Target};
 use std::cell::RefCell;
@@ -89,6 +102,45 @@ fn run_command(mob: &mut Mobster, line: &str) {
 }
 
 fn worker(mut mob: Mobster) -> Result<(), Error> {
+    if mob.role().contains("crash") {
+        std::process::exit(3);
+    }
+    if mob.role().contains("clean") {
+        std::process::exit(0);
+    }
+    mob.on("boom", |_mob, _msg| panic!("boom in the handler"));
+    mob.on("busy", |mob, _msg| {
+        mob.busy().ok();
+    });
+    mob.on("ready", |mob, _msg| {
+        mob.ready().ok();
+    });
+    let hoard: Rc<RefCell<Vec<Vec<u8>>>> = Rc::default();
+    mob.on("alloc", move |_mob, msg| {
+        let mb: usize = msg.decode::<String>().ok().and_then(|s| s.parse().ok()).unwrap_or(0);
+        hoard.borrow_mut().push(vec![1u8; mb << 20]);
+    });
+    mob.on_job(|_mob, job| {
+        let text: String = job.decode().unwrap_or_default();
+        let pid = std::process::id().to_string();
+        match text.split_once(' ') {
+            Some(("sleep", ms)) => {
+                let ms = ms.parse().unwrap_or(0);
+                let responder = job.into_responder();
+                std::thread::spawn(move || {
+                    std::thread::sleep(Duration::from_millis(ms));
+                    responder.respond(&pid).ok();
+                });
+            }
+            _ if text == "exit" => std::process::exit(4),
+            _ => {
+                job.respond(&pid).ok();
+            }
+        }
+    });
+    if mob.role().contains("explicit") {
+        mob.busy()?;
+    }
     mob.export("whoami", |_mob, req| {
         req.respond(&std::process::id().to_string()).ok();
     })?;
@@ -140,6 +192,15 @@ fn say(what: &str, role: &str, slot: u32, pid: u32, rest: &str) {
 fn read_commands(handle: Handle) {
     for line in std::io::stdin().lock().lines() {
         let Ok(line) = line else { break };
+        if let Some(rest) = line.strip_prefix("enqueue ") {
+            let words: Vec<String> = rest.split(' ').map(String::from).collect();
+            if let [role, tag, text @ .., timeout, retries] = words.as_slice() {
+                let (role, tag, text) = (role.clone(), tag.clone(), text.join(" "));
+                let (timeout, retries) = (timeout.parse().unwrap_or(0), retries.parse().unwrap_or(0));
+                handle.with_kingpin(move |k| enqueue(k, &role, tag, text, timeout, retries)).ok();
+            }
+            continue;
+        }
         let words: Vec<&str> = line.splitn(5, ' ').collect();
         match words.as_slice() {
             ["send", to, name, text] => {
@@ -163,6 +224,32 @@ fn read_commands(handle: Handle) {
                     Err(e) => say("reply", "_", 0, 0, &format!("{tag} err {e}")),
                 }
             }
+
+            ["resize", role, n] => {
+                let (role, n) = (role.to_string(), n.parse().unwrap_or(0));
+                handle.with_kingpin(move |k| say("resized", &role, k.resize(&role, n).unwrap_or(0), 0, "")).ok();
+            }
+            ["reload", role] => {
+                let role = role.to_string();
+                handle.with_kingpin(move |k| say("reloading", &role, 0, 0, &k.reload(&role).to_string())).ok();
+            }
+            ["health"] => {
+                handle
+                    .with_kingpin(|k| {
+                        for h in k.health() {
+                            let rest = format!("{:?} {} {} {}", h.state, h.rss_kib, h.in_flight, h.restarts);
+                            say("health", &h.role, h.slot, h.pid, &rest);
+                        }
+                        say("health-end", "_", 0, 0, "");
+                    })
+                    .ok();
+            }
+            ["stop"] => {
+                handle.with_kingpin(|k| k.stop()).ok();
+            }
+            ["kill"] => {
+                handle.with_kingpin(|k| k.kill()).ok();
+            }
             ["tell", pid, rest @ ..] => {
                 handle.send(Target::Pid(pid.parse().unwrap_or(0)), "do", &rest.join(" ")).ok();
             }
@@ -171,13 +258,51 @@ fn read_commands(handle: Handle) {
     }
 }
 
+/// Queues a job and prints its end.
+fn enqueue(k: &mut mob_mio::Kingpin, role: &str, tag: String, text: String, timeout_ms: u64, retries: u32) {
+    let built = k.enqueue(role, &text).map(|b| {
+        let b = b.retries(retries);
+        if timeout_ms > 0 { b.timeout(Duration::from_millis(timeout_ms)) } else { b }
+    });
+    let done_tag = tag.clone();
+    let started = built.and_then(|b| {
+        b.then(move |_k, outcome| match outcome {
+            Ok(r) => {
+                let text: String = r.decode().unwrap_or_default();
+                say("job", &r.worker.role, r.worker.slot, r.worker.pid, &format!("{done_tag} ok {text}"));
+            }
+            Err(e) => say("job", "_", 0, 0, &format!("{done_tag} err {e:?}")),
+        })
+    });
+    if let Err(e) = started {
+        say("job", "_", 0, 0, &format!("{tag} err {e}"));
+    }
+}
+
 fn main() -> ExitCode {
     let spec = std::env::args().nth(1).unwrap_or_else(|| "echo:2".into());
-    let mut app = App::new("testapp");
+    let mut app = App::new("testapp").configure(|c| {
+        if std::env::var("MOB_TEST_CONTINUE").is_ok() {
+            c.on_role_failure = mob_mio::OnRoleFailure::Continue;
+        }
+        if let Some(ms) = std::env::var("MOB_TEST_GRACE_MS").ok().and_then(|v| v.parse().ok()) {
+            c.shutdown_grace = Duration::from_millis(ms);
+        }
+    });
     for part in spec.split(',') {
         let (role, count) = part.split_once(':').unwrap_or((part, "1"));
         let entry: mob_mio::Entry = if role == "garbage" { garbage } else { worker };
-        app = app.role(role, count.parse().unwrap_or(1), entry);
+        let mut spec = mob_mio::RoleSpec::new(role, count.parse().unwrap_or(1));
+        if role.starts_with("transient") {
+            spec.restart = mob_mio::Restart::Transient;
+        } else if role.starts_with("temporary") {
+            spec.restart = mob_mio::Restart::Temporary;
+        }
+        spec.ready_on_connect = !role.contains("explicit");
+        if role.contains("conc1") {
+            spec.concurrency = Some(1);
+        }
+        app = app.role_spec(spec, entry);
     }
     let mut reader_started = false;
     app.on_event(move |kingpin, event| {
@@ -197,7 +322,19 @@ fn main() -> ExitCode {
                 say("up", &w.role, w.slot, w.pid, "");
                 kingpin.send(Target::Pid(w.pid), "ping", &w.pid.to_string()).ok();
             }
-            Event::WorkerExited(w, status) => say("exited", &w.role, w.slot, w.pid, &format!("{status:?}")),
+            Event::WorkerExited { worker: w, status, error } => {
+                say("exited", &w.role, w.slot, w.pid, &format!("{status:?}"));
+                if let Some(error) = error {
+                    say("error", &w.role, w.slot, w.pid, &error);
+                }
+            }
+            Event::WorkerReady(w) => say("ready", &w.role, w.slot, w.pid, ""),
+            Event::RoleOnline(role) => say("role-online", &role, 0, 0, ""),
+            Event::AppOnline => say("app-online", "_", 0, 0, ""),
+            Event::RoleFailed { role, last_error } => {
+                say("role-failed", &role, 0, 0, last_error.as_deref().unwrap_or("-"))
+            }
+            Event::RoleReloaded(role) => say("reloaded", &role, 0, 0, ""),
             Event::LinkClosed(w, reason) => say("closed", &w.role, w.slot, w.pid, &reason.to_string()),
             Event::Message(m) => {
                 let text: String = m.decode().unwrap_or_default();
