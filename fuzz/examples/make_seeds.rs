@@ -8,7 +8,7 @@
 use mob_fuzz::input::Writer;
 use mob_fuzz::{PushFrame, decoder, kingpin, peer_frame, worker};
 use mob_proto::frame::DEFAULT_MAX_BODY;
-use mob_proto::wire::{self, Deliver, Hello, Kind, Send, Settings, Source, Target, Welcome};
+use mob_proto::wire::{self, Deliver, Hello, Kind, Send, Source, Target, Welcome};
 use mob_proto::{
     Event, FdHandle, Instant, Kingpin, KingpinConfig, Output, Worker, WorkerConfig, WorkerEvent, WorkerOutput,
 };
@@ -34,11 +34,7 @@ fn hello() -> Hello {
 }
 
 fn welcome() -> Welcome {
-    Welcome {
-        version: wire::PROTOCOL_VERSION,
-        worker: 1,
-        settings: Settings { app: "fuzz".into(), max_body: DEFAULT_MAX_BODY, request_timeout_ms: 10_000 },
-    }
+    mob_fuzz::real_welcome().clone()
 }
 
 /// Runs a kingpin (the kingpin target's config) and its worker `back#0`
@@ -210,6 +206,22 @@ fn main() {
             W::Eof,
         ]),
     ));
+    seeds.push((
+        "worker",
+        "supervision",
+        wk(&[
+            W::Welcome { bad_version: false, max_body: 0 },
+            W::Ping { seq: 7 },
+            W::Status { sel: 0, value: 1 },
+            W::Status { sel: 1, value: 200 },
+            W::Status { sel: 3, value: 3 },
+            W::Transmit { n: u16::MAX },
+            W::Stop { grace: 10 },
+            W::Status { sel: 2, value: 0 },
+            W::Transmit { n: u16::MAX },
+            W::Eof,
+        ]),
+    ));
     seeds.push(("worker", "reject", wk(&[W::Reject { reason: b"started as front#0" }])));
     let mut ops = vec![W::Transmit { n: u16::MAX }];
     for (b, n) in &k2w {
@@ -303,6 +315,36 @@ fn main() {
             K::Transmit { link: 0, n: all },
             K::Transmit { link: 2, n: all },
             K::Exited { idx: 2, status: 0 },
+        ]),
+    ));
+    seeds.push((
+        "kingpin",
+        "supervision",
+        kp(&[
+            K::Spawned { idx: 0 },
+            K::Spawned { idx: 0 },
+            K::Spawned { idx: 0 },
+            K::Read { link: 0, hello, fds: 0, bytes: b"" },
+            K::Read { link: 1, hello, fds: 0, bytes: b"" },
+            K::Read { link: 2, hello, fds: 0, bytes: b"" },
+            // Job 1 to back, answered with an fd; job 2 to front times out.
+            K::Enqueue { role: 0, fds: 1, timeout: 0, retries: 1, payload: b"job" },
+            K::Transmit { link: 0, n: all },
+            K::ReadReply { link: 0, fds: 1, id: 1, result: 0, payload: b"done" },
+            K::ReadControl { link: 2, sel: 0, value: 0 },
+            K::Enqueue { role: 1, fds: 1, timeout: 5, retries: 0, payload: b"later" },
+            K::Timeout { step: 10 },
+            K::ReadControl { link: 0, sel: 1, value: 1 },
+            K::ReadControl { link: 1, sel: 2, value: 0 },
+            K::ReadControl { link: 1, sel: 3, value: 3 },
+            K::Supervise { sel: 3, value: 1 },
+            K::Spawned { idx: 0 },
+            K::Supervise { sel: 2, value: 2 },
+            K::Transmit { link: 0, n: all },
+            K::Transmit { link: 1, n: all },
+            K::Exited { idx: 1, status: 3 },
+            K::Supervise { sel: 0, value: 0 },
+            K::Timeout { step: 0 },
         ]),
     ));
     let mut ops = vec![K::Spawned { idx: 0 }];

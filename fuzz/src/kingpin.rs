@@ -5,13 +5,16 @@
 //! 256 bytes instead of the default; bit 1: early queue limit of 64 bytes;
 //! bit 2: at most 512 bytes queued per worker; bit 3: the runtime may read,
 //! see end of stream or fail on a link before it answers its Spawn, which
-//! `mob-mio` never does, so without this bit such operations are skipped),
+//! `mob-mio` never does, so without this bit such operations are skipped;
+//! bit 4: no heartbeats; bit 5: a failed role does not stop the app; bit 6:
+//! `back` is transient and `front` temporary, and `back` takes 1 job at a
+//! time),
 //! then operations, each followed by draining `poll_output`. "Link" fields
 //! pick among every link ever announced by a Spawn output (`% count`; 0xff: a
 //! link id that never existed). "Frame" operations read one well-formed
 //! frame as a worker would write it, with its handles on its first byte.
 //!
-//! | tag % 17 | operation | fields |
+//! | tag % 20 | operation | fields |
 //! |---|---|---|
 //! | 0 | `handle_spawned(link, fresh pid)` for an unanswered Spawn | index |
 //! | 1 | `handle_spawn_failed(link)` for an unanswered Spawn | index |
@@ -30,6 +33,9 @@
 //! | 14 | `respond(link, id, result, n fresh handles)` | request (< 0x80: one received, else the byte on link 0), result, fd count, payload |
 //! | 15 | `invoke(link, id, callback, n fresh handles)` | link, id, callback, fd count, payload |
 //! | 16 | `cancel(id)` | request id |
+//! | 17 | Status / Pong / Fatal / Scale frame (`sel % 4`) | link, sel, value |
+//! | 18 | `enqueue(role, n fresh handles, timeout, retries)` | role (`% 3`: back, front, unknown), fd count, timeout (0: none), retries (`% 3`), payload |
+//! | 19 | `shutdown(soft)`, `shutdown(hard)`, `resize`, `reload` (`sel % 4`) | sel, value (bit 0: role; resize: `value >> 1 % 5` workers) |
 //!
 //! Hello flags: bit 0 prepends a Hello for the link's role and slot (bit 1:
 //! wrong slot, bit 2: wrong version, bit 3: bad magic, bit 4: exports `f`).
@@ -37,7 +43,8 @@
 //! At the end, every unanswered Spawn is answered as started, every process
 //! exits, every Spawn after that fails (now no link is left: every request
 //! of the kingpin must have ended and every callback must have been released,
-//! "its handler is gone"), and the clock jumps a day ahead.
+//! "its handler is gone"), the kingpin shuts down (jobs still waiting for a
+//! worker end) and must say Exit, and the clock jumps a day ahead.
 //!
 //! With feature `lenient`, config bit 3 is ignored and callbacks need only be
 //! released once the clock has jumped (see README.md).
@@ -46,17 +53,20 @@
 //! as ReleaseFd, or from `handle_transmitted`, which returns exactly the
 //! handles `poll_transmit` showed); every request of the kingpin ends in
 //! exactly one Reply event, every callback in exactly one Callback or
-//! CallbackReleased; Kill names a running process and its link; CloseLink at
+//! CallbackReleased, every job in exactly one JobDone; Exit at most once;
+//! Kill names a running process and its link; CloseLink at
 //! most once per link; after `handle_timeout(now)`, `poll_timeout()` is later
 //! than `now`; what it writes on each link decodes as Welcome or Reject, then
-//! Deliver/Call/Reply/Cancel/Invoke/Release; at the end no handle is
+//! Deliver/Call/Reply/Cancel/Invoke/Release/Ping/Stop; at the end no handle is
 //! outstanding, nothing is pending, and only links waiting for a spawn remain.
 
 use crate::input::{Input, Writer, fd_byte, fd_count};
 use crate::{Ledger, PushFrame, Requests, Side, StreamCheck, peer_frame};
 use core::time::Duration;
-use mob_proto::wire::{self, Hello, Invoke, Kind, Reply, Request, Send};
-use mob_proto::{Event, ExitStatus, Instant, Kingpin, KingpinConfig, LinkId, Output, Pending, Phase};
+use mob_proto::config::{OnRoleFailure, Restart, RoleSpec};
+use mob_proto::wire::{self, Fatal, Hello, Invoke, Kind, Ping, Reply, Request, Scale, Send, Status};
+use mob_proto::{Event, ExitStatus, Instant, JobOptions, Kingpin, KingpinConfig, LinkId, Output, Pending};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 /// Operations of this target (for seeds).
@@ -95,6 +105,12 @@ pub enum Op<'a> {
     Invoke { link: u8, id: u8, callback: u8, fds: usize, payload: &'a [u8] },
     /// The application cancels its request.
     Cancel { id: u8 },
+    /// A Status / Pong / Fatal / Scale frame read on a link.
+    ReadControl { link: u8, sel: u8, value: u8 },
+    /// The application enqueues a job.
+    Enqueue { role: u8, fds: usize, timeout: u8, retries: u8, payload: &'a [u8] },
+    /// The application shuts down, resizes or reloads.
+    Supervise { sel: u8, value: u8 },
 }
 
 /// Hello flag: prepend a Hello for the link.
@@ -133,6 +149,11 @@ impl Op<'_> {
                 w.u8(15).u8(link).u8(id).u8(callback).u8(fd_byte(fds)).bytes(payload)
             }
             Op::Cancel { id } => w.u8(16).u8(id),
+            Op::ReadControl { link, sel, value } => w.u8(17).u8(link).u8(sel).u8(value),
+            Op::Enqueue { role, fds, timeout, retries, payload } => {
+                w.u8(18).u8(role).u8(fd_byte(fds)).u8(timeout).u8(retries).bytes(payload)
+            }
+            Op::Supervise { sel, value } => w.u8(19).u8(sel).u8(value),
         };
     }
 }
@@ -162,6 +183,10 @@ struct State {
     incoming: Vec<(LinkId, u64)>,
     /// Config bit 3: reads before a Spawn is answered.
     early_reads: bool,
+    /// Jobs enqueued and not yet done.
+    jobs: BTreeSet<u64>,
+    /// Whether Exit was output.
+    exited: bool,
 }
 
 /// Runs one input.
@@ -170,7 +195,18 @@ pub fn run(data: &[u8]) {
     let cfg = input.u8();
     let mut config = KingpinConfig::new("fuzz");
     for (name, n) in crate::ROLES {
-        config = config.role(name, n);
+        let mut spec = RoleSpec::new(name, n);
+        if cfg & 64 != 0 {
+            spec.restart = if name == "back" { Restart::Transient } else { Restart::Temporary };
+            spec.concurrency = (name == "back").then_some(1);
+        }
+        config = config.role_spec(spec);
+    }
+    if cfg & 16 != 0 {
+        config.heartbeat = None;
+    }
+    if cfg & 32 != 0 {
+        config.on_role_failure = OnRoleFailure::Continue;
     }
     if cfg & 1 != 0 {
         config.max_body = 256;
@@ -192,14 +228,16 @@ pub fn run(data: &[u8]) {
         requests: Requests::default(),
         incoming: Vec::new(),
         early_reads: cfg & 8 != 0 && !crate::LENIENT,
+        jobs: BTreeSet::new(),
+        exited: false,
     };
     s.drain();
     while let Some(tag) = input.tag() {
         s.ledger.op += 1;
         if crate::tracing() {
-            eprintln!("op {}: tag {} ({})", s.ledger.op, tag, tag % 17);
+            eprintln!("op {}: tag {} ({})", s.ledger.op, tag, tag % 20);
         }
-        match tag % 17 {
+        match tag % 20 {
             0 => {
                 let idx = input.u8();
                 if !s.pending.is_empty() {
@@ -361,6 +399,49 @@ pub fn run(data: &[u8]) {
                 let payload = input.bytes();
                 let _ = s.k.invoke(link, id, callback, payload, fds);
             }
+            17 => {
+                let link = s.pick(input.u8());
+                let sel = input.u8();
+                let value = input.u8();
+                match sel % 4 {
+                    0 => {
+                        let status = Status { ready: value & 1 == 1, in_flight: 0, rss_kib: u64::from(value) };
+                        s.frame(link, Kind::Status, &status, &[], 0);
+                    }
+                    1 => s.frame(link, Kind::Pong, &Ping { seq: u64::from(value) }, &[], 0),
+                    2 => s.frame(link, Kind::Fatal, &Fatal { message: "boom".into() }, &[], 0),
+                    _ => s.frame(link, Kind::Scale, &Scale { workers: u32::from(value % 5) }, &[], 0),
+                }
+            }
+            18 => {
+                let role = ["back", "front", "nope"][usize::from(input.u8() % 3)];
+                let fds = s.ledger.mint(fd_count(input.u8()));
+                let timeout = match input.u8() {
+                    0 => None,
+                    t => Some(Duration::from_millis(crate::timeout_ms(t))),
+                };
+                let retries = u32::from(input.u8() % 3);
+                let payload = input.bytes();
+                let options = JobOptions { timeout, retries };
+                if let Ok(id) = s.k.enqueue(role, payload, fds, options, s.now) {
+                    assert!(s.jobs.insert(id), "job id {id} handed out twice");
+                }
+            }
+            19 => {
+                let sel = input.u8();
+                let value = input.u8();
+                let role = if value & 1 == 0 { "back" } else { "front" };
+                match sel % 4 {
+                    0 => s.k.shutdown(false, s.now),
+                    1 => s.k.shutdown(true, s.now),
+                    2 => {
+                        s.k.resize(role, u32::from(value >> 1) % 5, s.now);
+                    }
+                    _ => {
+                        s.k.reload(role, s.now);
+                    }
+                }
+            }
             _ => {
                 let id = u64::from(input.u8());
                 let was_open = s.requests.is_open(id);
@@ -486,6 +567,10 @@ impl State {
                     rec.closed = true;
                 }
                 Output::ReleaseFd(h) => self.ledger.back(h, "ReleaseFd"),
+                Output::Exit { .. } => {
+                    assert!(!self.exited, "Exit twice");
+                    self.exited = true;
+                }
                 Output::Event(e) => match e {
                     Event::Message { fds, .. } => self.back(fds, "Event::Message"),
                     Event::Request { from, id, fds, .. } => {
@@ -503,6 +588,12 @@ impl State {
                         self.back(fds, "Event::Callback");
                     }
                     Event::CallbackReleased { callback } => self.requests.callback_ended(callback),
+                    Event::JobDone { id, result, .. } => {
+                        assert!(self.jobs.remove(&id), "JobDone for job {id}, which is not open (done twice?)");
+                        if let Ok((_, _, fds)) = result {
+                            self.back(fds, "Event::JobDone");
+                        }
+                    }
                     _ => {}
                 },
             }
@@ -514,7 +605,8 @@ impl State {
     /// Unanswered Spawns are answered as started; every process exits; then
     /// every Spawn that follows fails (frames waiting for an "any of a role"
     /// worker move to another starting worker of the role, so only when no
-    /// worker is left are they dropped); then the clock jumps a day ahead.
+    /// worker is left are they dropped); then the kingpin shuts down, and the
+    /// clock jumps a day ahead.
     fn finish(&mut self) {
         self.ledger.op += 1;
         for i in std::mem::take(&mut self.pending) {
@@ -540,13 +632,18 @@ impl State {
         if !crate::LENIENT {
             self.requests.assert_all_ended("kingpin, once no worker is left (before the clock jumps)");
         }
+        // Jobs wait at the kingpin (with their fds) for a worker: a shutdown
+        // ends them.
+        self.k.shutdown(false, self.now);
+        self.drain();
+        assert!(self.exited, "no Exit after a shutdown with no worker left");
+        assert!(self.pending.is_empty() && self.running.is_empty(), "a shutdown with no worker left started some");
         self.now = self.now + Duration::from_secs(24 * 3600);
         self.timeout();
         self.ledger.assert_all_back("kingpin, after every process exited and every timer fired");
         self.requests.assert_all_ended("kingpin, after every process exited and every timer fired");
-        for (info, phase) in self.k.workers() {
-            assert_eq!(phase, Phase::Spawning, "link {:?} ({}#{}) remains", info.link, info.role, info.slot);
-        }
+        assert!(self.jobs.is_empty(), "jobs {:?} never ended", self.jobs);
+        assert_eq!(self.k.workers().count(), 0, "links after the shutdown");
         assert_eq!(self.k.pending(), Pending::default(), "kingpin.pending() at the end");
     }
 }

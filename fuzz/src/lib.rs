@@ -178,16 +178,22 @@ push_frame!(
     wire::Reply,
     wire::Cancel,
     wire::Invoke,
-    wire::Release
+    wire::Release,
+    wire::Status,
+    wire::Ping,
+    wire::Stop,
+    wire::Fatal,
+    wire::Scale
 );
 
 /// Who wrote a stream that a [`StreamCheck`] reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Side {
     /// A kingpin: Welcome or Reject, then Deliver, Call, Reply, Cancel,
-    /// Invoke, Release.
+    /// Invoke, Release, Ping, Stop.
     Kingpin,
-    /// A worker: Hello, then Send, Request, Reply, Invoke.
+    /// A worker: Hello, then Send, Request, Reply, Invoke, Status, Pong,
+    /// Fatal, Scale.
     Worker,
 }
 
@@ -233,9 +239,17 @@ impl StreamCheck {
                 (Side::Worker, true, Message::Hello(h)) => {
                     h.magic == wire::MAGIC && h.version == wire::PROTOCOL_VERSION
                 }
-                (Side::Worker, false, m) => {
-                    matches!(m, Message::Send(..) | Message::Request(..) | Message::Reply(..) | Message::Invoke(..))
-                }
+                (Side::Worker, false, m) => matches!(
+                    m,
+                    Message::Send(..)
+                        | Message::Request(..)
+                        | Message::Reply(..)
+                        | Message::Invoke(..)
+                        | Message::Status(_)
+                        | Message::Pong(_)
+                        | Message::Fatal(_)
+                        | Message::Scale(_)
+                ),
                 (Side::Kingpin, true, Message::Welcome(_)) => true,
                 (Side::Kingpin, true, Message::Reject(_)) => {
                     self.ended = true;
@@ -249,12 +263,47 @@ impl StreamCheck {
                         | Message::Cancel(_)
                         | Message::Invoke(..)
                         | Message::Release(_)
+                        | Message::Ping(_)
+                        | Message::Stop(_)
                 ),
                 _ => false,
             };
             assert!(ok, "{:?} wrote {:?} as frame #{} ({nfds} fds)", self.side, Kind::from_u8(kind), self.frames);
         }
     }
+}
+
+/// The Welcome a real kingpin (app `fuzz`, default settings) sends, taken
+/// from a handshake once, so that the harnesses name no `Settings` field.
+pub fn real_welcome() -> &'static wire::Welcome {
+    static WELCOME: std::sync::OnceLock<wire::Welcome> = std::sync::OnceLock::new();
+    WELCOME.get_or_init(|| {
+        use mob_proto::{Instant, Kingpin, KingpinConfig, Output};
+        let mut k = Kingpin::new(KingpinConfig::new("fuzz").role("back", 1));
+        let link = std::iter::from_fn(|| k.poll_output())
+            .find_map(|o| match o {
+                Output::Spawn(s) => Some(s.link),
+                _ => None,
+            })
+            .expect("no Spawn");
+        k.handle_spawned(link, 1, Instant::ZERO);
+        let hello = wire::Hello {
+            magic: wire::MAGIC,
+            version: wire::PROTOCOL_VERSION,
+            pid: 1,
+            role: "back".into(),
+            slot: 0,
+            exports: Vec::new(),
+        };
+        k.handle_read(link, &peer_frame(Kind::Hello, &hello, &[], Vec::new()).0, Vec::new(), Instant::ZERO);
+        let bytes = k.poll_transmit(link).expect("no Welcome").bytes.to_vec();
+        let mut dec = Decoder::new(u32::MAX);
+        dec.handle_read(&bytes, Vec::new());
+        match dec.decode().ok().flatten().map(Message::parse) {
+            Some(Ok(Message::Welcome(w))) => w,
+            other => panic!("the kingpin's first frame is not a Welcome: {other:?}"),
+        }
+    })
 }
 
 /// Raw values of handles (for comparisons).

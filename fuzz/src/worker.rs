@@ -5,10 +5,10 @@
 //! draining `poll_output`. "Frame" operations feed one well-formed frame as
 //! the kingpin would write it, with its handles on its first byte.
 //!
-//! | tag % 18 | operation | fields |
+//! | tag % 21 | operation | fields |
 //! |---|---|---|
 //! | 0 | `handle_read(bytes, n fresh handles)` | fd count ([`fd_count`]), bytes |
-//! | 1 | Welcome frame | variant (bit 0: wrong version), body limit (`% 4`: default, 0, 32, 1024) |
+//! | 1 | Welcome frame (a real kingpin's, see [`crate::real_welcome`]) | variant (bit 0: wrong version), body limit (`% 4`: default, 0, 32, 1024) |
 //! | 2 | Deliver frame, n handles (≤ 32) | fd count, sender (bit 0: a worker), name, payload |
 //! | 3 | Reject frame | reason |
 //! | 4 | `handle_transmitted(n)`, n ≤ what `poll_transmit` offers | `u16`: `n % (offered + 1)`, 0xffff: all |
@@ -25,6 +25,9 @@
 //! | 15 | `invoke(call, callback, n fresh handles)` | call, callback, fd count, payload |
 //! | 16 | `cancel(id)` | request id |
 //! | 17 | `handle_timeout(now)`, the clock moved on | step: 0 = to `poll_timeout()`, else step × 100 ms |
+//! | 18 | Ping frame | seq |
+//! | 19 | Stop frame | grace (× 100 ms) |
+//! | 20 | `set_ready` / `report_health` / `fatal` / `scale` (`sel % 4`) | sel, value |
 //!
 //! At the end `handle_eof()`.
 //!
@@ -32,16 +35,17 @@
 //! ReleaseFd, or from `handle_transmitted`, which returns exactly the handles
 //! `poll_transmit` showed); every request ends in exactly one Reply event and
 //! every callback in exactly one Callback or CallbackReleased, all of them by
-//! the end; Welcome at most once, Message/Request/Callback only after it;
+//! the end; Welcome at most once, Message/Request/Callback/Stop only after it;
 //! once Closed, only ReleaseFd outputs, `is_closed()`, nothing to transmit;
 //! after `handle_timeout(now)`, `poll_timeout()` is later than `now`; what it
-//! writes decodes as Hello then Send/Request/Reply/Invoke.
+//! writes decodes as Hello then Send/Request/Reply/Invoke/Status/Pong/
+//! Fatal/Scale.
 
 use crate::input::{Input, Writer, fd_byte, fd_count};
 use crate::{Ledger, PushFrame, Requests, Side, StreamCheck, peer_frame};
 use core::time::Duration;
 use mob_proto::frame::DEFAULT_MAX_BODY;
-use mob_proto::wire::{self, Call, Cancel, Deliver, Invoke, Kind, Reject, Release, Reply, Settings, Source, Welcome};
+use mob_proto::wire::{self, Call, Cancel, Deliver, Invoke, Kind, Reject, Release, Reply, Source};
 use mob_proto::{Instant, Worker, WorkerConfig, WorkerEvent, WorkerOutput};
 
 /// The worker's pid.
@@ -85,6 +89,13 @@ pub enum Op<'a> {
     AppCancel { id: u8 },
     /// Time passes.
     Timeout { step: u8 },
+    /// A Ping frame.
+    Ping { seq: u8 },
+    /// A Stop frame.
+    Stop { grace: u8 },
+    /// The application reports: `sel % 4` = set_ready, report_health,
+    /// fatal, scale.
+    Status { sel: u8, value: u8 },
 }
 
 impl Op<'_> {
@@ -117,6 +128,9 @@ impl Op<'_> {
             }
             Op::AppCancel { id } => w.u8(16).u8(id),
             Op::Timeout { step } => w.u8(17).u8(step),
+            Op::Ping { seq } => w.u8(18).u8(seq),
+            Op::Stop { grace } => w.u8(19).u8(grace),
+            Op::Status { sel, value } => w.u8(20).u8(sel).u8(value),
         };
     }
 }
@@ -147,9 +161,9 @@ pub fn run(data: &[u8]) {
     while let Some(tag) = input.tag() {
         s.ledger.op += 1;
         if crate::tracing() {
-            eprintln!("op {}: tag {} ({})", s.ledger.op, tag, tag % 18);
+            eprintln!("op {}: tag {} ({})", s.ledger.op, tag, tag % 21);
         }
-        match tag % 18 {
+        match tag % 21 {
             0 => {
                 let fds = s.ledger.mint(fd_count(input.u8()));
                 let bytes = input.bytes();
@@ -163,11 +177,10 @@ pub fn run(data: &[u8]) {
                     2 => 32,
                     _ => 1024,
                 };
-                let welcome = Welcome {
-                    version: wire::PROTOCOL_VERSION + u16::from(variant & 1),
-                    worker: 7,
-                    settings: Settings { app: "fuzz".into(), max_body, request_timeout_ms: 1000 },
-                };
+                let mut welcome = crate::real_welcome().clone();
+                welcome.version = wire::PROTOCOL_VERSION + u16::from(variant & 1);
+                welcome.worker = 7;
+                welcome.settings.max_body = max_body;
                 s.frame(Kind::Welcome, &welcome, &[], 0);
             }
             2 => {
@@ -272,6 +285,25 @@ pub fn run(data: &[u8]) {
                 let was_open = s.requests.is_open(id);
                 assert_eq!(s.w.cancel(id), was_open, "cancel({id}) disagrees with what is open");
             }
+            18 => {
+                let seq = u64::from(input.u8());
+                s.frame(Kind::Ping, &wire::Ping { seq }, &[], 0);
+            }
+            19 => {
+                let grace_ms = 100 * u64::from(input.u8());
+                s.frame(Kind::Stop, &wire::Stop { grace_ms }, &[], 0);
+            }
+            20 => {
+                let sel = input.u8();
+                let value = input.u8();
+                let r = match sel % 4 {
+                    0 => s.w.set_ready(value & 1 == 1, u64::from(value)),
+                    1 => s.w.report_health(u64::from(value)),
+                    2 => s.w.fatal("boom"),
+                    _ => s.w.scale(u32::from(value)),
+                };
+                assert!(!(s.closed && r.is_ok()), "a report on a closed worker succeeded");
+            }
             _ => {
                 let step = input.u8();
                 if step == 0 {
@@ -359,6 +391,7 @@ impl State {
                         self.back(fds, "Request event");
                     }
                     WorkerEvent::Cancelled { .. } => assert!(self.welcomed, "Cancelled before Welcome"),
+                    WorkerEvent::Stop { .. } => assert!(self.welcomed, "Stop before Welcome"),
                     WorkerEvent::Reply { id, result } => {
                         self.requests.ended(id);
                         if let Ok((_, fds)) = result {

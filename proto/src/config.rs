@@ -49,7 +49,11 @@ pub struct Backoff {
 
 impl Default for Backoff {
     fn default() -> Self {
-        Backoff { initial: Duration::from_millis(100), max: Duration::from_secs(10), reset_after: Duration::from_secs(30) }
+        Backoff {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(10),
+            reset_after: Duration::from_secs(30),
+        }
     }
 }
 

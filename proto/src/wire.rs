@@ -145,6 +145,9 @@ pub struct Settings {
     pub max_body: u32,
     /// Default request timeout, in milliseconds, for requests that set none.
     pub request_timeout_ms: u64,
+    /// Whether the worker is ready for work as soon as it is welcomed; if
+    /// not, it says so with a [`Status`] when it is.
+    pub starts_ready: bool,
 }
 
 /// Why the kingpin refused a worker. The link closes after it.

@@ -447,6 +447,7 @@ impl Worker {
                 self.dec.set_max_body(w.settings.max_body);
                 self.out.set_max_body(w.settings.max_body);
                 self.requests.default_timeout = Duration::from_millis(w.settings.request_timeout_ms);
+                self.ready = w.settings.starts_ready;
                 self.state = State::Running;
                 self.welcome = Some(w.clone());
                 self.event(WorkerEvent::Welcome(w));

@@ -255,7 +255,13 @@ impl Kingpin {
     /// worker with the fewest jobs in flight.
     pub fn enqueue<T: Serialize + ?Sized>(&mut self, role: &str, value: &T) -> Result<JobBuilder<'_>, Error> {
         let payload = postcard::to_allocvec(value)?;
-        Ok(JobBuilder { kingpin: self, role: role.to_string(), payload, fds: Vec::new(), options: JobOptions::default() })
+        Ok(JobBuilder {
+            kingpin: self,
+            role: role.to_string(),
+            payload,
+            fds: Vec::new(),
+            options: JobOptions::default(),
+        })
     }
 
     /// Runs until [`Kingpin::stop`], SIGINT or SIGTERM.

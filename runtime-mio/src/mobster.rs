@@ -18,8 +18,8 @@ use std::collections::HashMap;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 use std::sync::mpsc::Receiver;
+use std::time::Duration;
 
 const LINK: Token = Token(0);
 const WAKER: Token = Token(1);
@@ -130,7 +130,6 @@ pub struct Mobster {
     stop_requested: bool,
     stop_confirmed: Arc<AtomicBool>,
     on_stop: Option<Box<dyn FnOnce(&mut Mobster, StopDone)>>,
-    ready: bool,
     next_health: mob_proto::Instant,
 }
 
@@ -206,7 +205,6 @@ impl Mobster {
             stop_requested: false,
             stop_confirmed: Arc::new(AtomicBool::new(false)),
             on_stop: None,
-            ready: true,
             next_health: mob_proto::Instant::ZERO,
         })
     }
@@ -316,7 +314,6 @@ impl Mobster {
 
     fn set_ready(&mut self, ready: bool) -> Result<(), Error> {
         self.started = true;
-        self.ready = ready;
         let rss = mob_sys::process::rss_kib().unwrap_or(0);
         self.proto.set_ready(ready, rss)?;
         self.write();

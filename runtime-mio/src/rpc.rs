@@ -84,10 +84,26 @@ impl RemoteDone {
 
 /// What other threads (handles, responders, callbacks) ask of the loop.
 pub(crate) enum Command {
-    Send { to: Target, ns: String, name: String, payload: Vec<u8>, fds: Vec<OwnedFd> },
+    Send {
+        to: Target,
+        ns: String,
+        name: String,
+        payload: Vec<u8>,
+        fds: Vec<OwnedFd>,
+    },
     Request(RemoteRequest),
-    Respond { to: Answer, result: Result<(), Failure>, payload: Vec<u8>, fds: Vec<OwnedFd> },
-    Invoke { to: Answer, callback: u64, payload: Vec<u8>, fds: Vec<OwnedFd> },
+    Respond {
+        to: Answer,
+        result: Result<(), Failure>,
+        payload: Vec<u8>,
+        fds: Vec<OwnedFd>,
+    },
+    Invoke {
+        to: Answer,
+        callback: u64,
+        payload: Vec<u8>,
+        fds: Vec<OwnedFd>,
+    },
     /// Run on the kingpin's loop (ignored by a mobster's).
     Kingpin(Box<dyn FnOnce(&mut crate::Kingpin) + Send>),
     Stop,

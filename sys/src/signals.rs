@@ -48,7 +48,9 @@ impl SignalPipe {
         Ok(SignalPipe { read, _write: write })
     }
 
-    /// Signals received since the last drain (each at most once per drain).
+    /// Signals received since the last drain, in order. SIGCHLD appears at
+    /// most once (one is enough to go and reap); others as often as they
+    /// came, so that a second Ctrl-C is seen as a second one.
     pub fn drain(&self) -> Vec<Signal> {
         let mut seen = Vec::new();
         let mut buf = [0u8; 64];
@@ -58,7 +60,7 @@ impl SignalPipe {
                 Ok(n) => {
                     for &b in &buf[..n] {
                         if let Ok(sig) = Signal::try_from(i32::from(b))
-                            && !seen.contains(&sig)
+                            && (sig != Signal::SIGCHLD || !seen.contains(&sig))
                         {
                             seen.push(sig);
                         }

@@ -75,6 +75,9 @@ impl TestApp {
             let left = DEADLINE.saturating_sub(started.elapsed());
             match self.lines.recv_timeout(left) {
                 Ok(raw) => {
+                    if std::env::var("MOB_TEST_TRACE").is_ok() {
+                        eprintln!("< {raw}");
+                    }
                     if let Some(line) = parse(&raw) {
                         return line;
                     }
@@ -95,6 +98,31 @@ impl TestApp {
                 return line;
             }
         }
+    }
+
+    /// Sends `sig` to the kingpin.
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), sig).expect("signal the kingpin");
+    }
+
+    /// Waits (at most [`DEADLINE`]) for the kingpin to exit; its exit code.
+    pub fn wait_exit(&mut self) -> Option<i32> {
+        let mut status = None;
+        let exited = eventually(DEADLINE, || {
+            status = self.child.try_wait().expect("try_wait on the kingpin");
+            status.is_some()
+        });
+        assert!(exited, "the kingpin did not exit within {DEADLINE:?}");
+        status.and_then(|s| s.code())
+    }
+
+    /// Every remaining line, until the kingpin's output ends.
+    pub fn rest(&self) -> Vec<Line> {
+        let mut out = Vec::new();
+        while let Ok(raw) = self.lines.recv_timeout(DEADLINE) {
+            out.extend(parse(&raw));
+        }
+        out
     }
 
     /// Sends SIGKILL to the kingpin and reaps it.

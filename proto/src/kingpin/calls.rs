@@ -167,7 +167,9 @@ impl Kingpin {
                 };
                 self.job_answered(k, link, result);
             }
-            Some(CallEntry::Forward { origin, origin_id, target, replied, callbacks }) if *target == link && !*replied => {
+            Some(CallEntry::Forward { origin, origin_id, target, replied, callbacks })
+                if *target == link && !*replied =>
+            {
                 *replied = true;
                 let (origin, origin_id, done) = (*origin, *origin_id, *callbacks == 0);
                 if done {

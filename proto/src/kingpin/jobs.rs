@@ -78,7 +78,14 @@ impl Kingpin {
     /// Queues a job for `role`; it ends in exactly one [`Event::JobDone`]
     /// with the returned id. Errors at once if the role is unknown or has
     /// failed, or the kingpin is shutting down (the fds are released).
-    pub fn enqueue(&mut self, role: &str, payload: &[u8], fds: Vec<FdHandle>, options: JobOptions, now: Instant) -> Result<u64, SendError> {
+    pub fn enqueue(
+        &mut self,
+        role: &str,
+        payload: &[u8],
+        fds: Vec<FdHandle>,
+        options: JobOptions,
+        now: Instant,
+    ) -> Result<u64, SendError> {
         self.now = now;
         if self.shutdown.is_some() {
             self.release(fds);

@@ -272,10 +272,6 @@ pub struct Pending {
     pub jobs: usize,
 }
 
-
-
-
-
 /// The kingpin-side protocol state machine (one per kingpin process).
 ///
 /// Methods come in four kinds, as in quinn-proto:
@@ -769,10 +765,12 @@ impl Kingpin {
             return self.close(link, CloseReason::VersionMismatch { ours, theirs: hello.version }, Some(reject));
         }
         let now = self.now;
+        let starts_ready = self.link(link).is_some_and(|l| self.roles[l.role].spec.ready_on_connect);
         let settings = Settings {
             app: self.config.app.clone(),
             max_body: self.config.max_body,
             request_timeout_ms: crate::requester::millis(self.config.request_timeout),
+            starts_ready,
         };
         let Some(l) = self.link_mut(link) else { return };
         if *l.info.role != *hello.role || l.info.slot != hello.slot {

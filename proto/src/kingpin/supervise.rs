@@ -178,7 +178,6 @@ impl Kingpin {
         self.update_online(role);
     }
 
-
     /// Counts a restart against the role's intensity; false if it is one
     /// too many.
     fn record_restart(&mut self, role: usize, now: Instant) -> bool {
@@ -202,10 +201,15 @@ impl Kingpin {
         r.online = false;
         let name = r.name.clone();
         let last_error = r.last_error.clone();
-        let links: Vec<LinkId> = r.slots.iter_mut().flat_map(|s| {
-            s.respawn_at = None;
-            [s.link.take(), s.replacement.take()]
-        }).flatten().collect();
+        let links: Vec<LinkId> = r
+            .slots
+            .iter_mut()
+            .flat_map(|s| {
+                s.respawn_at = None;
+                [s.link.take(), s.replacement.take()]
+            })
+            .flatten()
+            .collect();
         for link in links {
             self.close(link, CloseReason::Stopped, None);
         }
@@ -225,6 +229,7 @@ impl Kingpin {
         l.rss_kib = status.rss_kib;
         let was = l.ready;
         l.ready = status.ready;
+        l.was_ready |= status.ready;
         if status.ready && !was {
             self.became_ready(link);
         } else if !status.ready && was {

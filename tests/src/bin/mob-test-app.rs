@@ -138,9 +138,7 @@ fn worker(mut mob: Mobster) -> Result<(), Error> {
             }
         }
     });
-    if mob.role().contains("explicit") {
-        mob.busy()?;
-    }
+
     mob.export("whoami", |_mob, req| {
         req.respond(&std::process::id().to_string()).ok();
     })?;
@@ -287,6 +285,12 @@ fn main() -> ExitCode {
         }
         if let Some(ms) = std::env::var("MOB_TEST_GRACE_MS").ok().and_then(|v| v.parse().ok()) {
             c.shutdown_grace = Duration::from_millis(ms);
+        }
+        if let Some((every, timeout)) = std::env::var("MOB_TEST_HEARTBEAT_MS").ok().and_then(|v| {
+            let (a, b) = v.split_once(',')?;
+            Some((a.parse().ok()?, b.parse().ok()?))
+        }) {
+            c.heartbeat = Some((Duration::from_millis(every), Duration::from_millis(timeout)));
         }
     });
     for part in spec.split(',') {
