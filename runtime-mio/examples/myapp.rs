@@ -33,7 +33,7 @@ fn main() -> std::process::ExitCode {
         .role("front", 2, front)
         .on_event(|_kingpin, event| match event {
             Event::WorkerUp(w) => println!("kingpin: {}#{} is up (pid {})", w.role, w.slot, w.pid),
-            Event::WorkerExited(w, status) => {
+            Event::WorkerExited { worker: w, status, .. } => {
                 println!("kingpin: {}#{} (pid {}) exited: {status:?}; reviving", w.role, w.slot, w.pid)
             }
             Event::LinkClosed(w, reason) => {
