@@ -3,6 +3,7 @@
 
 use crate::Error;
 use crate::kingpin::{Event, Kingpin, Launch};
+use crate::listen::{ListenAddr, ListenMode};
 use crate::mobster::{Mobster, WorkerEnv};
 use mob_proto::KingpinConfig;
 use std::collections::HashMap;
@@ -44,6 +45,7 @@ pub struct App {
     launch: HashMap<String, Launch>,
     on_event: Option<EventHandler>,
     on_start: Option<Box<dyn FnOnce(&mut Kingpin)>>,
+    listen: Vec<(String, ListenAddr, ListenMode)>,
 }
 
 impl App {
@@ -55,6 +57,7 @@ impl App {
             launch: HashMap::new(),
             on_event: None,
             on_start: None,
+            listen: Vec::new(),
         }
     }
 
@@ -71,6 +74,17 @@ impl App {
     pub fn role_spec(mut self, spec: mob_proto::RoleSpec, entry: Entry) -> App {
         self.entries.insert(spec.name.clone(), entry);
         self.config = self.config.role_spec(spec);
+        self
+    }
+
+    /// Gives `role` a listening socket: the kingpin binds `addr` once and
+    /// shares it with every worker of the role, revived and resized ones
+    /// included ([`ListenMode::Shared`]), or accepts itself and hands each
+    /// connection to the least loaded ready worker
+    /// ([`ListenMode::Distributed`]). Workers get it with
+    /// [`crate::Mobster::listener`] or [`crate::Mobster::on_connection`].
+    pub fn listen(mut self, role: &str, addr: ListenAddr, mode: ListenMode) -> App {
+        self.listen.push((role.to_string(), addr, mode));
         self
     }
 
@@ -128,6 +142,9 @@ impl App {
 
     fn run_kingpin(self) -> Result<ExitCode, Error> {
         let mut kingpin = Kingpin::new(self.config, self.launch)?;
+        for (role, addr, mode) in &self.listen {
+            kingpin.listen(role, addr, *mode)?;
+        }
         if let Some(handler) = self.on_event {
             kingpin.on_event(handler);
         }

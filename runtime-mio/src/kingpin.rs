@@ -2,6 +2,7 @@
 
 use crate::clock::Clock;
 use crate::link::{Outgoing, READ_BUF, ReadEnd, WriteEnd, read_link, write_link};
+use crate::listen::{LISTEN_CONNECTION, LISTEN_LISTENER, LISTEN_NAMESPACE, ListenAddr, ListenMode, Listener};
 use crate::request::{CallbackFn, Completions, Done, Handle, RequestBuilder, RequestLoop, Spec};
 use crate::rpc::{Answer, Callback, Command, LoopTx, Reply, Request, Responder, Shared};
 use crate::{Error, Message};
@@ -116,6 +117,7 @@ pub struct Kingpin {
     on_signal: Option<SignalHandler>,
     completions: Completions<Kingpin>,
     jobs: HashMap<u64, JobDone>,
+    listeners: Vec<(String, Listener, ListenMode)>,
     fatal: HashMap<LinkId, String>,
     exit: Option<bool>,
     rx: Receiver<Command>,
@@ -148,6 +150,7 @@ impl Kingpin {
             on_signal: None,
             completions: Completions::new(),
             jobs: HashMap::new(),
+            listeners: Vec::new(),
             fatal: HashMap::new(),
             exit: None,
             rx,
@@ -208,6 +211,61 @@ impl Kingpin {
     /// Sizes of proto's request tables (all zero when nothing is in flight).
     pub fn pending(&self) -> mob_proto::Pending {
         self.proto.pending()
+    }
+
+    /// Binds `addr` and shares it with every worker of `role` (see
+    /// [`ListenMode`]). Usually called through [`crate::App::listen`].
+    pub fn listen(&mut self, role: &str, addr: &ListenAddr, mode: ListenMode) -> Result<(), Error> {
+        let listener = Listener::bind(addr)?;
+        if mode == ListenMode::Distributed {
+            let fd = listener.try_clone_fd()?;
+            mob_sys::channel::set_nonblocking(&fd, true)?;
+            let token = Token(usize::MAX - self.listeners.len());
+            self.poll.registry().register(&mut SourceFd(&fd.as_raw_fd()), token, Interest::READABLE)?;
+            // The registered fd is the same socket as `listener` (a dup).
+            self.listeners.push((role.to_string(), Listener::from_fd(fd)?, mode));
+        } else {
+            self.listeners.push((role.to_string(), listener, mode));
+        }
+        Ok(())
+    }
+
+    /// The address `role` listens on, if it was given one.
+    pub fn local_addr(&self, role: &str) -> Option<std::net::SocketAddr> {
+        self.listeners.iter().find_map(|(r, l, _)| match l {
+            Listener::Tcp(t) if r == role => t.local_addr().ok(),
+            _ => None,
+        })
+    }
+
+    /// Accepts every waiting connection on listener `index` and hands each
+    /// to one ready worker of its role.
+    fn accept(&mut self, index: usize) {
+        loop {
+            let Some((role, listener, _)) = self.listeners.get(index) else { return };
+            let accepted: std::io::Result<OwnedFd> = match listener {
+                Listener::Tcp(l) => l.accept().map(|(s, _)| s.into()),
+                Listener::Unix(l) => l.accept().map(|(s, _)| s.into()),
+            };
+            let Ok(conn) = accepted else { return };
+            let to = Target::Any(role.clone());
+            // With no worker to take it, the connection is closed.
+            let _ = self.send_raw(to, LISTEN_NAMESPACE, LISTEN_CONNECTION, &[], vec![conn]);
+        }
+    }
+
+    /// Queues the shared listener for a worker of a listening role that was
+    /// just spawned: it arrives right after the worker's welcome.
+    fn hand_listener(&mut self, worker: &WorkerInfo) {
+        let fds: Vec<OwnedFd> = self
+            .listeners
+            .iter()
+            .filter(|(r, _, mode)| *r == *worker.role && *mode == ListenMode::Shared)
+            .filter_map(|(_, l, _)| l.try_clone_fd().ok())
+            .collect();
+        for fd in fds {
+            let _ = self.send_raw(Target::Pid(worker.pid), LISTEN_NAMESPACE, LISTEN_LISTENER, &[], vec![fd]);
+        }
     }
 
     /// Handles SIGINT and SIGTERM instead of the default (a soft kill, and
@@ -289,6 +347,10 @@ impl Kingpin {
                     continue;
                 }
                 if event.token() == WAKER {
+                    continue;
+                }
+                if event.token().0 > usize::MAX - 64 {
+                    self.accept(usize::MAX - event.token().0);
                     continue;
                 }
                 let link = LinkId::from_u64((event.token().0 - FIRST_LINK) as u64);
@@ -451,7 +513,10 @@ impl Kingpin {
     fn convert(&mut self, event: mob_proto::Event) -> Option<Event> {
         use mob_proto::Event as E;
         Some(match event {
-            E::WorkerSpawned(w) => Event::WorkerSpawned(w),
+            E::WorkerSpawned(w) => {
+                self.hand_listener(&w);
+                Event::WorkerSpawned(w)
+            }
             E::WorkerUp(w) => Event::WorkerUp(w),
             E::LinkClosed(w, r) => Event::LinkClosed(w, r),
             E::WorkerExited(worker, status) => {

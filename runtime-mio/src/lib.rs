@@ -43,6 +43,7 @@ mod clock;
 mod error;
 mod kingpin;
 mod link;
+mod listen;
 mod message;
 mod mobster;
 mod request;
@@ -51,6 +52,7 @@ mod rpc;
 pub use app::{App, Entry};
 pub use error::Error;
 pub use kingpin::{Event, JobBuilder, JobOutcome, JobResponse, Kingpin, Launch};
+pub use listen::{LISTEN_CONNECTION, LISTEN_LISTENER, LISTEN_NAMESPACE, ListenAddr, ListenMode, Listener};
 pub use message::Message;
 pub use mob_proto::{
     Backoff, CloseReason, ExitStatus, Intensity, KingpinConfig, OnRoleFailure, Phase, RequestError, Restart, RoleSpec,

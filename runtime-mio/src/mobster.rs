@@ -2,6 +2,7 @@
 
 use crate::clock::Clock;
 use crate::link::{Outgoing, READ_BUF, ReadEnd, WriteEnd, read_link, write_link};
+use crate::listen::{LISTEN_CONNECTION, LISTEN_LISTENER, LISTEN_NAMESPACE, Listener};
 use crate::request::{CallbackFn, Completions, Done, Handle, RequestBuilder, RequestLoop, Spec};
 use crate::rpc::{Answer, Callback, Command, LoopTx, Reply, Request, Responder, Shared};
 use crate::{Error, Message};
@@ -131,6 +132,8 @@ pub struct Mobster {
     stop_confirmed: Arc<AtomicBool>,
     on_stop: Option<Box<dyn FnOnce(&mut Mobster, StopDone)>>,
     next_health: mob_proto::Instant,
+    listener: Option<OwnedFd>,
+    events: Events,
 }
 
 /// How often a worker reports its memory and load to the kingpin.
@@ -206,6 +209,8 @@ impl Mobster {
             stop_confirmed: Arc::new(AtomicBool::new(false)),
             on_stop: None,
             next_health: mob_proto::Instant::ZERO,
+            listener: None,
+            events: Events::with_capacity(64),
         })
     }
 
@@ -387,16 +392,50 @@ impl Mobster {
     /// Returns `Ok` when the kingpin closed the link cleanly.
     pub fn run(mut self) -> Result<(), Error> {
         self.started = true;
-        let mut events = Events::with_capacity(16);
-        self.next_health = self.clock.now();
+        while self.turn()? {}
+        match self.closed.take() {
+            Some(CloseReason::Eof) | None => Ok(()),
+            Some(reason) => Err(Error::Closed(reason)),
+        }
+    }
+
+    /// The listening socket the kingpin shares with this role (see
+    /// [`crate::App::listen`]), once it has arrived: runs the loop (handlers
+    /// included) until it does. Each call returns a new handle to the same
+    /// socket.
+    pub fn listener(&mut self) -> Result<Listener, Error> {
+        self.started = true;
         loop {
+            if let Some(fd) = &self.listener {
+                return Ok(Listener::from_fd(fd.try_clone()?)?);
+            }
+            if !self.turn()? {
+                return Err(Error::Closed(self.closed.clone().unwrap_or(CloseReason::Stopped)));
+            }
+        }
+    }
+
+    /// Handles connections the kingpin accepts for this role and hands to
+    /// the least loaded worker (see [`crate::ListenMode::Distributed`]).
+    pub fn on_connection(&mut self, mut handler: impl FnMut(&mut Mobster, OwnedFd) + 'static) {
+        self.on_ns(LISTEN_NAMESPACE, LISTEN_CONNECTION, move |mob, mut msg| {
+            if let Some(fd) = msg.fds.pop() {
+                handler(mob, fd);
+            }
+        });
+    }
+
+    /// One turn of the event loop: carry out pending work, wait for IO or a
+    /// timer, handle it. False once the loop should end.
+    fn turn(&mut self) -> Result<bool, Error> {
+        {
             self.pump();
             if self.closed.is_some() || self.stop {
-                break;
+                return Ok(false);
             }
             if self.stop_requested && self.stop_confirmed.load(Ordering::SeqCst) && self.proto.pending().2 == 0 {
                 self.flush_blocking();
-                break;
+                return Ok(false);
             }
             let now = self.clock.now();
             if now >= self.next_health {
@@ -408,6 +447,7 @@ impl Mobster {
             }
             let next = self.proto.poll_timeout().map_or(self.next_health, |t| t.min(self.next_health));
             let timeout = Some(self.clock.until(next));
+            let mut events = std::mem::replace(&mut self.events, Events::with_capacity(0));
             if let Err(e) = self.poll.poll(&mut events, timeout)
                 && e.kind() != std::io::ErrorKind::Interrupted
             {
@@ -423,12 +463,10 @@ impl Mobster {
                     }
                 }
             }
+            self.events = events;
             self.proto.handle_timeout(self.clock.now());
         }
-        match self.closed.take() {
-            Some(CloseReason::Eof) | None => Ok(()),
-            Some(reason) => Err(Error::Closed(reason)),
-        }
+        Ok(true)
     }
 
     fn read(&mut self) {
@@ -546,7 +584,11 @@ impl Mobster {
         handles.into_iter().filter_map(|h| self.fds.take(h)).collect()
     }
 
-    fn dispatch_message(&mut self, msg: Message<Source>) {
+    fn dispatch_message(&mut self, mut msg: Message<Source>) {
+        if msg.ns == LISTEN_NAMESPACE && msg.name == LISTEN_LISTENER {
+            self.listener = msg.fds.pop();
+            return;
+        }
         let key = (msg.ns.clone(), msg.name.clone());
         if let Some(mut h) = self.messages.remove(&key) {
             self.guard(|mob| h(mob, msg));

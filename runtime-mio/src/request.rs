@@ -186,6 +186,12 @@ impl Handle {
         Ok(HandleRequest { tx: self.tx.clone(), spec })
     }
 
+    /// Starts a call of function `name` exported by `role`, carrying `args`
+    /// (a `require` proxy's call, from any thread).
+    pub fn call<T: Serialize + ?Sized>(&self, role: &str, name: &str, args: &T) -> Result<HandleRequest, Error> {
+        Ok(self.request(Target::Any(role.to_string()), name, args)?.ns(mob_proto::wire::RPC_NAMESPACE))
+    }
+
     /// Asks the loop to stop (on a kingpin: a soft kill).
     pub fn stop(&self) -> Result<(), Error> {
         self.tx.send(Command::Stop)

@@ -68,6 +68,25 @@ impl TestApp {
         self.child.id()
     }
 
+    /// The next raw output line, failing the test after [`DEADLINE`].
+    pub fn next_raw(&self) -> String {
+        match self.lines.recv_timeout(DEADLINE) {
+            Ok(raw) => raw,
+            Err(RecvTimeoutError::Timeout) => panic!("no output from the kingpin within {DEADLINE:?}"),
+            Err(RecvTimeoutError::Disconnected) => panic!("the kingpin's output ended"),
+        }
+    }
+
+    /// Reads raw lines until one contains `needle`; returns it.
+    pub fn wait_raw(&self, needle: &str) -> String {
+        loop {
+            let raw = self.next_raw();
+            if raw.contains(needle) {
+                return raw;
+            }
+        }
+    }
+
     /// The next event line, failing the test after [`DEADLINE`].
     pub fn next(&self) -> Line {
         let started = Instant::now();

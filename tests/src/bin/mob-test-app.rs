@@ -242,6 +242,48 @@ fn read_commands(handle: Handle) {
                     })
                     .ok();
             }
+            ["fds", to, n] => {
+                // n one-way messages, each carrying a fresh pipe end.
+                for _ in 0..n.parse().unwrap_or(0) {
+                    let (r, _w) = nix::unistd::pipe().expect("pipe");
+                    handle.send_raw(target(to), "_", "fd", Vec::new(), vec![r]).ok();
+                }
+                say("fds-sent", "_", 0, 0, n);
+            }
+            ["fdreq", to, n, timeout] => {
+                // n requests, each carrying a pipe end, to a handler that
+                // never answers: each ends at its timeout.
+                let n: usize = n.parse().unwrap_or(0);
+                let ms = timeout.parse().unwrap_or(100);
+                let left = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(n));
+                let timed_out = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+                for _ in 0..n {
+                    let (r, _w) = nix::unistd::pipe().expect("pipe");
+                    let (left, timed_out) = (left.clone(), timed_out.clone());
+                    let built = handle.request(target(to), "never", &String::new());
+                    let started = built.and_then(|q| {
+                        q.fd(r).timeout(Duration::from_millis(ms)).then(move |result| {
+                            if matches!(result, Err(Error::Request(mob_mio::RequestError::TimedOut))) {
+                                timed_out.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            }
+                            if left.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) == 1 {
+                                let t = timed_out.load(std::sync::atomic::Ordering::SeqCst);
+                                say("fdreq-done", "_", 0, 0, &t.to_string());
+                            }
+                        })
+                    });
+                    if started.is_err() {
+                        say("fdreq-error", "_", 0, 0, "");
+                    }
+                }
+            }
+            ["fdcount"] => {
+                handle
+                    .with_kingpin(|_k| {
+                        say("fdcount", "_", 0, 0, &mob_sys::process::open_fd_count().unwrap_or(0).to_string())
+                    })
+                    .ok();
+            }
             ["stop"] => {
                 handle.with_kingpin(|k| k.stop()).ok();
             }
@@ -283,6 +325,9 @@ fn main() -> ExitCode {
         if std::env::var("MOB_TEST_CONTINUE").is_ok() {
             c.on_role_failure = mob_mio::OnRoleFailure::Continue;
         }
+        if std::env::var("MOB_TEST_NO_BACKOFF").is_ok() {
+            c.backoff.initial = Duration::ZERO;
+        }
         if let Some(ms) = std::env::var("MOB_TEST_GRACE_MS").ok().and_then(|v| v.parse().ok()) {
             c.shutdown_grace = Duration::from_millis(ms);
         }
@@ -303,6 +348,9 @@ fn main() -> ExitCode {
             spec.restart = mob_mio::Restart::Temporary;
         }
         spec.ready_on_connect = !role.contains("explicit");
+        if let Some(n) = std::env::var("MOB_TEST_MAX_RESTARTS").ok().and_then(|v| v.parse().ok()) {
+            spec.intensity.max_restarts = n;
+        }
         if role.contains("conc1") {
             spec.concurrency = Some(1);
         }

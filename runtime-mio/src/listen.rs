@@ -1,0 +1,86 @@
+//! Listening sockets shared with a role (mob's shared server handle).
+//!
+//! The kingpin binds once and hands the socket to every worker of the role,
+//! revived and resized ones included, as a message in namespace
+//! [`LISTEN_NAMESPACE`] named [`LISTEN_LISTENER`] carrying the fd; it is
+//! queued when the worker is spawned, so it is the first thing the worker
+//! receives after its welcome. In [`ListenMode::Distributed`] the kingpin
+//! accepts instead and passes each connection to one ready worker of the
+//! role (the least loaded, round-robin among equals) as a message named
+//! [`LISTEN_CONNECTION`].
+
+use std::io;
+use std::net::{SocketAddr, TcpListener};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::UnixListener;
+use std::path::PathBuf;
+
+/// The namespace of listener hand-overs.
+pub const LISTEN_NAMESPACE: &str = "mob.listen";
+/// Message name: the shared listening socket.
+pub const LISTEN_LISTENER: &str = "listener";
+/// Message name: one accepted connection.
+pub const LISTEN_CONNECTION: &str = "connection";
+
+/// Where a role listens.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ListenAddr {
+    /// A TCP address, such as `127.0.0.1:1337`.
+    Tcp(SocketAddr),
+    /// A Unix socket path (an existing file there is replaced).
+    Unix(PathBuf),
+}
+
+/// How connections reach the workers of a role (as Node's cluster has it).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ListenMode {
+    /// Every worker accepts on the same socket; the kernel decides who gets
+    /// each connection.
+    #[default]
+    Shared,
+    /// The kingpin accepts and passes each connection to the least loaded
+    /// ready worker, round-robin among equals.
+    Distributed,
+}
+
+/// A listening socket, as a worker receives it.
+#[derive(Debug)]
+pub enum Listener {
+    /// TCP.
+    Tcp(TcpListener),
+    /// Unix stream.
+    Unix(UnixListener),
+}
+
+impl Listener {
+    /// Binds `addr`.
+    pub fn bind(addr: &ListenAddr) -> io::Result<Listener> {
+        match addr {
+            ListenAddr::Tcp(a) => TcpListener::bind(a).map(Listener::Tcp),
+            ListenAddr::Unix(path) => {
+                let _ = std::fs::remove_file(path);
+                UnixListener::bind(path).map(Listener::Unix)
+            }
+        }
+    }
+
+    /// Wraps a received listening fd, by its address family.
+    pub fn from_fd(fd: OwnedFd) -> io::Result<Listener> {
+        use nix::sys::socket::{AddressFamily, SockaddrLike, SockaddrStorage, getsockname};
+        use std::os::fd::AsRawFd;
+        let addr: SockaddrStorage = getsockname(fd.as_raw_fd())?;
+        match addr.family() {
+            Some(AddressFamily::Unix) => Ok(Listener::Unix(UnixListener::from(fd))),
+            Some(AddressFamily::Inet | AddressFamily::Inet6) => Ok(Listener::Tcp(TcpListener::from(fd))),
+            _ => Err(io::Error::new(io::ErrorKind::InvalidInput, "not a TCP or Unix listening socket")),
+        }
+    }
+
+    /// A new handle to the same socket.
+    pub fn try_clone_fd(&self) -> io::Result<OwnedFd> {
+        match self {
+            Listener::Tcp(l) => l.as_fd().try_clone_to_owned(),
+            Listener::Unix(l) => l.as_fd().try_clone_to_owned(),
+        }
+    }
+}

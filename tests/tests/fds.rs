@@ -1,0 +1,137 @@
+//! File descriptors with real processes: the seed's HTTP app on a shared
+//! listener, and no fd leaked by the kingpin however messages end.
+
+use mob_tests::{TestApp, alive, eventually};
+use nix::sys::signal::Signal;
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+fn get(addr: &str) -> std::io::Result<String> {
+    let mut conn = TcpStream::connect(addr)?;
+    conn.set_read_timeout(Some(Duration::from_secs(10)))?;
+    conn.write_all(b"GET / HTTP/1.0\r\n\r\n")?;
+    let mut response = String::new();
+    conn.read_to_string(&mut response)?;
+    Ok(response)
+}
+
+/// Starts the HTTP app on a free port; returns it and its address.
+fn http_app() -> (TestApp, String) {
+    let app = TestApp::start(env!("CARGO_BIN_EXE_mob-http-app"), "", &[("MYAPP_PORT", "0")]);
+    let line = app.wait_raw("listening on http://");
+    let addr = line.split("http://").nth(1).unwrap().trim_end_matches('/').to_string();
+    app.wait_raw("all workers ready");
+    (app, addr)
+}
+
+fn pid_after(line: &str, prefix: &str) -> Option<u32> {
+    line.strip_prefix(prefix)?.split(' ').next()?.trim_end_matches('.').parse().ok()
+}
+
+#[test]
+fn the_seed_app_answers_every_request_from_both_fronts_reaching_every_back() {
+    let (app, addr) = http_app();
+    for _ in 0..200 {
+        let response = get(&addr).expect("an HTTP answer");
+        assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
+        assert!(response.ends_with("\r\n\r\nHello World\n"), "{response}");
+    }
+    let (mut fronts, mut backs) = (BTreeSet::new(), BTreeSet::new());
+    let (mut served, mut called) = (0, 0);
+    while served < 200 || called < 200 {
+        let line = app.next_raw();
+        if let Some(pid) = pid_after(&line, "Server ").filter(|_| line.ends_with("served an http request.")) {
+            fronts.insert(pid);
+            served += 1;
+        }
+        if let Some(pid) = pid_after(&line, "Bar! My pid is ") {
+            backs.insert(pid);
+            called += 1;
+        }
+    }
+    assert_eq!(fronts.len(), 2, "both front workers serve: {fronts:?}");
+    assert_eq!(backs.len(), 4, "every back worker is called: {backs:?}");
+}
+
+#[test]
+fn the_port_keeps_answering_while_a_front_worker_dies_and_is_revived() {
+    let (app, addr) = http_app();
+    let mut fronts = BTreeSet::new();
+    while fronts.len() < 2 {
+        let line = app.wait_raw(" running at http://");
+        fronts.insert(pid_after(&line, "Server ").unwrap());
+    }
+    let victim = *fronts.iter().next().unwrap();
+    let mut failures = 0;
+    for i in 0..100 {
+        if i == 30 {
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(victim as i32), Signal::SIGKILL).unwrap();
+        }
+        match get(&addr) {
+            Ok(r) if r.ends_with("Hello World\n") => {}
+            // A connection the victim had accepted when it died is lost.
+            _ => failures += 1,
+        }
+    }
+    assert!(failures <= 1, "{failures} requests failed");
+    // A new front worker took the dead one's place and serves too.
+    let line = app.wait_raw(" running at http://");
+    let revived = pid_after(&line, "Server ").unwrap();
+    assert!(!fronts.contains(&revived));
+    assert!(!alive(victim));
+}
+
+fn fd_count(app: &mut TestApp) -> usize {
+    app.command("fdcount");
+    app.wait_for(|l| l.what == "fdcount").rest.trim().parse().unwrap()
+}
+
+/// Waits until every earlier frame on each of `a`'s links has been
+/// written: a request answered by each worker comes after them.
+fn sync(app: &mut TestApp, pids: &[u32]) {
+    for pid in pids {
+        app.command(&format!("request pid:{pid} echo sync{pid} 20000"));
+        app.wait_for(|l| l.what == "reply" && l.rest.starts_with(&format!("sync{pid} ok")));
+    }
+}
+
+#[test]
+fn the_kingpin_leaks_no_fd_however_messages_end() {
+    let env = [("MOB_TEST_MAX_RESTARTS", "1000"), ("MOB_TEST_NO_BACKOFF", "1")];
+    let mut app = TestApp::start(env!("CARGO_BIN_EXE_mob-test-app"), "a:2", &env);
+    let mut pids = Vec::new();
+    while pids.len() < 2 {
+        pids.push(app.wait_for(|l| l.what == "ready").pid);
+    }
+    sync(&mut app, &pids);
+    let before = fd_count(&mut app);
+
+    // 10,000 fd-carrying messages, delivered.
+    app.command("fds any:a 10000");
+    app.wait_for(|l| l.what == "fds-sent");
+    sync(&mut app, &pids);
+
+    // 100 worker deaths, each with fd-carrying messages queued for it.
+    for _ in 0..100 {
+        let victim = pids.remove(0);
+        app.command(&format!("fds pid:{victim} 5"));
+        app.wait_for(|l| l.what == "fds-sent");
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(victim as i32), Signal::SIGKILL).unwrap();
+        let revived = app.wait_for(|l| l.what == "ready");
+        pids.push(revived.pid);
+    }
+    sync(&mut app, &pids);
+
+    // 1,000 fd-carrying requests that time out.
+    app.command("fdreq any:a 1000 200");
+    let done = app.wait_for(|l| l.what == "fdreq-done");
+    assert_eq!(done.rest.trim(), "1000", "every request timed out");
+    sync(&mut app, &pids);
+
+    let kingpin = app.pid();
+    let after = fd_count(&mut app);
+    assert_eq!(after, before, "the kingpin's open fds (/proc/{kingpin}/fd) changed");
+    assert!(eventually(Duration::from_secs(1), || pids.iter().all(|p| alive(*p))));
+}
