@@ -9,6 +9,8 @@
 //! answering while the kingpin revives it; Ctrl-C stops the family.
 //!
 //! Run: `cargo run --example myapp -p mob-mio`, then `curl 127.0.0.1:1337`.
+//! With `MYAPP_MODE=distributed` the kingpin accepts each connection itself
+//! and hands it to the least loaded front worker instead.
 //!
 //! The HTTP side is a few lines of std on purpose: mob hands the worker a
 //! plain `std::net::TcpListener`, so a real application can give it to the
@@ -29,25 +31,38 @@ fn background_worker(mut mob: Mobster) -> Result<(), Error> {
 }
 
 fn http_server(mut mob: Mobster) -> Result<(), Error> {
-    let Listener::Tcp(listener) = mob.listener()? else {
-        return Err(Error::NotAWorker("the front role listens on TCP"));
-    };
     let handle = mob.handle();
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(conn) = conn else { continue };
-            if serve(conn).is_ok() {
-                println!("Server {} served an http request.", std::process::id());
-                // Call foo on any one of the 4 back workers; the proxy
-                // balances, so the next call may reach another one.
-                if let Ok(call) = handle.call("back", "foo", &()) {
-                    call.then(|_| {}).ok();
-                }
+    let served = move |conn: TcpStream| {
+        if serve(conn).is_ok() {
+            println!("Server {} served an http request.", std::process::id());
+            // Call foo on any one of the 4 back workers; the proxy balances,
+            // so the next call may reach another one.
+            if let Ok(call) = handle.call("back", "foo", &()) {
+                call.then(|_| {}).ok();
             }
         }
-    });
+    };
+    if distributed() {
+        // The kingpin accepts and hands each connection to one worker.
+        mob.on_connection(move |_mob, fd| served(TcpStream::from(fd)));
+    } else {
+        // Every front worker accepts on the socket the kingpin shares.
+        let Listener::Tcp(listener) = mob.listener()? else {
+            return Err(Error::NotAWorker("the front role listens on TCP"));
+        };
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                served(conn);
+            }
+        });
+    }
     println!("Server {} running at http://{}/", std::process::id(), mob_addr());
     mob.run()
+}
+
+/// `MYAPP_MODE=distributed`: the kingpin accepts and distributes.
+fn distributed() -> bool {
+    std::env::var("MYAPP_MODE").is_ok_and(|m| m == "distributed")
 }
 
 /// Answers one HTTP/1.x request with "Hello World".
@@ -74,7 +89,7 @@ fn main() -> std::process::ExitCode {
     App::new("myapp")
         .role("back", 4, background_worker)
         .role("front", 2, http_server)
-        .listen("front", ListenAddr::Tcp(addr), ListenMode::Shared)
+        .listen("front", ListenAddr::Tcp(addr), if distributed() { ListenMode::Distributed } else { ListenMode::Shared })
         .on_start(|kingpin| {
             if let Some(addr) = kingpin.local_addr("front") {
                 println!("Kingpin {}: myapp listening on http://{addr}/", std::process::id());

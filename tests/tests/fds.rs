@@ -19,11 +19,24 @@ fn get(addr: &str) -> std::io::Result<String> {
 
 /// Starts the HTTP app on a free port; returns it and its address.
 fn http_app() -> (TestApp, String) {
-    let app = TestApp::start(env!("CARGO_BIN_EXE_mob-http-app"), "", &[("MYAPP_PORT", "0")]);
+    let (app, addr, _) = http_app_in("shared");
+    (app, addr)
+}
+
+fn http_app_in(mode: &str) -> (TestApp, String, BTreeSet<u32>) {
+    let app = TestApp::start(env!("CARGO_BIN_EXE_mob-http-app"), "", &[("MYAPP_PORT", "0"), ("MYAPP_MODE", mode)]);
     let line = app.wait_raw("listening on http://");
     let addr = line.split("http://").nth(1).unwrap().trim_end_matches('/').to_string();
-    app.wait_raw("all workers ready");
-    (app, addr)
+    // Every worker ready, and both front workers serving.
+    let (mut ready, mut fronts) = (false, BTreeSet::new());
+    while !ready || fronts.len() < 2 {
+        let line = app.next_raw();
+        ready |= line.contains("all workers ready");
+        if line.contains(" running at http://") {
+            fronts.insert(pid_after(&line, "Server ").unwrap());
+        }
+    }
+    (app, addr, fronts)
 }
 
 fn pid_after(line: &str, prefix: &str) -> Option<u32> {
@@ -56,13 +69,27 @@ fn the_seed_app_answers_every_request_from_both_fronts_reaching_every_back() {
 }
 
 #[test]
-fn the_port_keeps_answering_while_a_front_worker_dies_and_is_revived() {
-    let (app, addr) = http_app();
-    let mut fronts = BTreeSet::new();
-    while fronts.len() < 2 {
-        let line = app.wait_raw(" running at http://");
-        fronts.insert(pid_after(&line, "Server ").unwrap());
+fn kingpin_distributed_connections_reach_both_fronts_evenly() {
+    let (app, addr, _) = http_app_in("distributed");
+    for _ in 0..100 {
+        assert!(get(&addr).expect("an HTTP answer").ends_with("Hello World\n"));
     }
+    let mut by = std::collections::BTreeMap::<u32, usize>::new();
+    let mut served = 0;
+    while served < 100 {
+        let line = app.next_raw();
+        if let Some(pid) = pid_after(&line, "Server ").filter(|_| line.ends_with("served an http request.")) {
+            *by.entry(pid).or_default() += 1;
+            served += 1;
+        }
+    }
+    // One connection at a time, none in flight: strict round-robin.
+    assert_eq!(by.values().copied().collect::<Vec<_>>(), [50, 50], "{by:?}");
+}
+
+#[test]
+fn the_port_keeps_answering_while_a_front_worker_dies_and_is_revived() {
+    let (app, addr, fronts) = http_app_in("shared");
     let victim = *fronts.iter().next().unwrap();
     let mut failures = 0;
     for i in 0..100 {
