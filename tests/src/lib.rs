@@ -109,6 +109,23 @@ impl TestApp {
         }
     }
 
+    /// The next event line if one comes within `within`.
+    pub fn try_next(&self, within: Duration) -> Option<Line> {
+        let started = Instant::now();
+        loop {
+            let left = within.saturating_sub(started.elapsed());
+            match self.lines.recv_timeout(left) {
+                Ok(raw) => {
+                    if let Some(line) = parse(&raw) {
+                        return Some(line);
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => return None,
+                Err(RecvTimeoutError::Disconnected) => panic!("the kingpin's output ended"),
+            }
+        }
+    }
+
     /// Reads lines until `pred` matches one, and returns it.
     pub fn wait_for(&self, mut pred: impl FnMut(&Line) -> bool) -> Line {
         loop {
@@ -166,6 +183,31 @@ fn parse(raw: &str) -> Option<Line> {
     let pid = it.next()?.parse().ok()?;
     let rest = it.next().unwrap_or("").to_string();
     Some(Line { what, role, slot, pid, rest })
+}
+
+/// Children of `parent` that are zombies (exited, not reaped).
+pub fn zombies_of(parent: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        let mut rest = stat.rsplit(')').next().unwrap_or("").split_whitespace();
+        let (state, ppid) = (rest.next(), rest.next().and_then(|p| p.parse::<u32>().ok()));
+        if state == Some("Z") && ppid == Some(parent) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// A process's resident memory in KiB (`VmRSS` in /proc/PID/status).
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
 }
 
 /// Whether `pid` is a live process (a zombie counts as gone).

@@ -109,6 +109,13 @@ fn worker(mut mob: Mobster) -> Result<(), Error> {
         std::process::exit(0);
     }
     mob.on("boom", |_mob, _msg| panic!("boom in the handler"));
+    mob.on("hostile", |_mob, msg| hostile(&msg.decode::<String>().unwrap_or_default()));
+    mob.on("stall", |_mob, _msg| {
+        loop {
+            // Stop reading for good: the kingpin's queue for us fills up.
+            std::thread::park();
+        }
+    });
     mob.on("busy", |mob, _msg| {
         mob.busy().ok();
     });
@@ -165,6 +172,73 @@ fn worker(mut mob: Mobster) -> Result<(), Error> {
     mob.on_request("never", move |_mob, req| kept.borrow_mut().push(req));
     mob.on_request("drop", |_mob, req| drop(req));
     mob.run()
+}
+
+/// Writes bytes that break the protocol straight onto our channel (the
+/// worker's own queue is empty while a handler runs).
+fn hostile(kind: &str) {
+    use mob_proto::frame::{Header, encode_frame};
+    use mob_proto::wire::{Kind, Send, Target as T};
+    // SAFETY: our channel stays open for the life of the process.
+    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(mob_sys::CHANNEL_FD) };
+    let send = Send { to: T::Kingpin, ns: "_".into(), name: "x".into() };
+    let frame = encode_frame(Kind::Send as u8, &send, b"payload", 0, 1 << 20).expect("a frame");
+    let (r, _w) = nix::unistd::pipe().expect("pipe");
+    use std::os::fd::AsRawFd;
+    let result = match kind {
+        // A header whose reserved bytes are not zero.
+        "garbage" => mob_sys::channel::send_with_fds(&fd, &[3, 0, 0, 0, 16, 0, 0xde, 0xad, 1, 2, 3], &[]),
+        // A frame that claims an fd it does not carry.
+        "claims-fd" => {
+            let mut f = frame.clone();
+            let header = Header { len: (f.len() - 8) as u32, kind: Kind::Send as u8, fds: 1 }.encode();
+            f[..8].copy_from_slice(&header);
+            mob_sys::channel::send_with_fds(&fd, &f, &[])
+        }
+        // An fd in the middle of a frame, claimed by nothing.
+        "stray-fd" => mob_sys::channel::send_with_fds(&fd, &frame[..10], &[])
+            .and_then(|_| mob_sys::channel::send_with_fds(&fd, &frame[10..], &[r.as_raw_fd()])),
+        // An unknown frame kind.
+        "unknown-kind" => mob_sys::channel::send_with_fds(&fd, &Header { len: 0, kind: 200, fds: 0 }.encode(), &[]),
+        _ => Ok(0),
+    };
+    result.ok();
+}
+
+/// A worker that speaks protocol 99: it says hello by hand and reports the
+/// kingpin's answer.
+fn bad_version(_mob: Mobster) -> Result<(), Error> {
+    use mob_proto::frame::{Decoder, encode_frame};
+    use mob_proto::wire::{Hello, Kind, MAGIC, Message};
+    // SAFETY: our channel stays open for the life of the process.
+    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(mob_sys::CHANNEL_FD) };
+    mob_sys::channel::set_nonblocking(&fd, false)?;
+    let hello = Hello {
+        magic: MAGIC,
+        version: 99,
+        pid: std::process::id(),
+        role: "badversion".into(),
+        slot: 0,
+        exports: vec![],
+    };
+    let frame = encode_frame(Kind::Hello as u8, &hello, &[], 0, 1 << 20).expect("a hello");
+    mob_sys::channel::send_with_fds(&fd, &frame, &[])?;
+    let mut dec = Decoder::new(1 << 20);
+    let mut buf = [0u8; 4096];
+    loop {
+        let mut fds = Vec::new();
+        let n = mob_sys::channel::recv_with_fds(&fd, &mut buf, &mut fds).unwrap_or(0);
+        if n == 0 {
+            return Ok(());
+        }
+        dec.handle_read(&buf[..n], Vec::new());
+        if let Ok(Some(f)) = dec.decode() {
+            if let Ok(Message::Reject(r)) = Message::parse(f) {
+                println!("rejected badversion 0 {} kingpin {}: {}", std::process::id(), r.version, r.reason);
+            }
+            return Ok(());
+        }
+    }
 }
 
 fn garbage(_mob: Mobster) -> Result<(), Error> {
@@ -277,6 +351,57 @@ fn read_commands(handle: Handle) {
                     }
                 }
             }
+            ["jobs", role, n, timeout, retries_and_text] => {
+                // n jobs; prints `jobs-done OK FAILED` once every one ended.
+                let n: usize = n.parse().unwrap_or(0);
+                let (retries, text) = retries_and_text.split_once(' ').unwrap_or((retries_and_text, "hi"));
+                let (timeout, retries) = (timeout.parse().unwrap_or(5000), retries.parse().unwrap_or(0));
+                let (role, text) = (role.to_string(), text.to_string());
+                handle
+                    .with_kingpin(move |k| {
+                        let tally = Rc::new(RefCell::new((0usize, 0usize)));
+                        for _ in 0..n {
+                            let tally = tally.clone();
+                            let job = k.enqueue(&role, &text);
+                            let job = job.map(|j| j.timeout(Duration::from_millis(timeout)).retries(retries));
+                            let queued = job.and_then(|j| {
+                                j.then(move |_k, outcome| {
+                                    let mut t = tally.borrow_mut();
+                                    if outcome.is_ok() {
+                                        t.0 += 1
+                                    } else {
+                                        t.1 += 1
+                                    }
+                                    if t.0 + t.1 == n {
+                                        say("jobs-done", "_", 0, 0, &format!("{} {}", t.0, t.1));
+                                    }
+                                })
+                            });
+                            if queued.is_err() {
+                                say("jobs-error", "_", 0, 0, "");
+                            }
+                        }
+                    })
+                    .ok();
+            }
+            ["flood", to, n, size] => {
+                // n one-way messages of `size` bytes from the kingpin.
+                let (n, size): (usize, usize) = (n.parse().unwrap_or(0), size.parse().unwrap_or(0));
+                let to = target(to);
+                handle
+                    .with_kingpin(move |k| {
+                        let payload = vec![7u8; size];
+                        let (mut ok, mut refused) = (0, 0);
+                        for _ in 0..n {
+                            match k.send_raw(to.clone(), "_", "flood", &payload, Vec::new()) {
+                                Ok(()) => ok += 1,
+                                Err(_) => refused += 1,
+                            }
+                        }
+                        say("flood-done", "_", 0, 0, &format!("{ok} {refused}"));
+                    })
+                    .ok();
+            }
             ["fdcount"] => {
                 handle
                     .with_kingpin(|_k| {
@@ -340,7 +465,11 @@ fn main() -> ExitCode {
     });
     for part in spec.split(',') {
         let (role, count) = part.split_once(':').unwrap_or((part, "1"));
-        let entry: mob_mio::Entry = if role == "garbage" { garbage } else { worker };
+        let entry: mob_mio::Entry = match role {
+            "garbage" => garbage,
+            "badversion" => bad_version,
+            _ => worker,
+        };
         let mut spec = mob_mio::RoleSpec::new(role, count.parse().unwrap_or(1));
         if role.starts_with("transient") {
             spec.restart = mob_mio::Restart::Transient;

@@ -1,0 +1,99 @@
+//! Hostile and broken peers with real processes: a worker that breaks the
+//! protocol loses its link with a typed error and is replaced; everyone
+//! else carries on; nothing leaks; a peer that stops reading cannot grow the
+//! kingpin's memory without bound.
+
+use mob_tests::{TestApp, rss_kib};
+
+fn start(roles: &str) -> TestApp {
+    TestApp::start(env!("CARGO_BIN_EXE_mob-test-app"), roles, &[])
+}
+
+fn online(app: &TestApp) -> (u32, Vec<u32>) {
+    let (mut a, mut b) = (None, Vec::new());
+    while a.is_none() || b.len() < 2 {
+        let l = app.wait_for(|l| l.what == "ready");
+        if l.role == "a" {
+            a = Some(l.pid);
+        } else {
+            b.push(l.pid);
+        }
+    }
+    (a.unwrap(), b)
+}
+
+fn fd_count(app: &mut TestApp) -> usize {
+    app.command("fdcount");
+    app.wait_for(|l| l.what == "fdcount").rest.trim().parse().unwrap()
+}
+
+fn b_still_answers(app: &mut TestApp, tag: &str) {
+    app.command(&format!("request any:b echo {tag} 5000"));
+    let reply = app.wait_for(|l| l.what == "reply" && l.rest.starts_with(tag));
+    assert!(reply.rest.starts_with(&format!("{tag} ok {tag} from ")), "{}", reply.rest);
+}
+
+#[test]
+fn each_kind_of_bad_input_closes_only_that_link_with_a_typed_error() {
+    let cases = [
+        ("garbage", "bad input from peer: malformed frame of kind 16: reserved header bytes are not zero"),
+        ("claims-fd", "bad input from peer: frame claims 1 fds but 0 arrived with it"),
+        ("stray-fd", "bad input from peer: 1 fds arrived that no frame claims"),
+        ("unknown-kind", "bad input from peer: unknown frame kind 200"),
+    ];
+    let mut app = start("a:1,b:2");
+    let (mut a, b) = online(&app);
+    b_still_answers(&mut app, "warmup");
+    let before = fd_count(&mut app);
+    for (kind, reason) in cases {
+        app.command(&format!("send pid:{a} hostile {kind}"));
+        let closed = app.wait_for(|l| l.what == "closed" && l.pid == a);
+        assert_eq!(closed.rest, reason, "{kind}");
+        app.wait_for(|l| l.what == "exited" && l.pid == a);
+        let revived = app.wait_for(|l| l.what == "ready" && l.role == "a");
+        assert_ne!(revived.pid, a);
+        a = revived.pid;
+        b_still_answers(&mut app, kind);
+    }
+    // The stray fd and every other fd of the closed links were closed.
+    assert_eq!(fd_count(&mut app), before);
+    let _ = b;
+}
+
+#[test]
+fn a_wrong_protocol_version_is_rejected_naming_both_versions() {
+    let mut app = TestApp::start(env!("CARGO_BIN_EXE_mob-test-app"), "badversion:1,b:1", &[("MOB_TEST_CONTINUE", "1")]);
+    // The kingpin's error names both versions; so does the Reject the worker
+    // reads before the kingpin kills it.
+    let mut seen = (false, false);
+    while !(seen.0 && seen.1) {
+        let raw = app.next_raw();
+        if raw.starts_with("closed badversion") {
+            assert!(raw.ends_with("protocol version mismatch: we speak 1, peer speaks 99"), "{raw}");
+            seen.0 = true;
+        }
+        if raw.starts_with("rejected badversion") {
+            assert!(raw.ends_with("kingpin 1: worker speaks protocol 99, kingpin speaks 1"), "{raw}");
+            seen.1 = true;
+        }
+    }
+    b_still_answers(&mut app, "after");
+}
+
+#[test]
+fn a_peer_that_stops_reading_meets_backpressure_not_unbounded_memory() {
+    let mut app = start("a:1,b:2");
+    let (a, _) = online(&app);
+    let kingpin = app.pid();
+    app.command(&format!("send pid:{a} stall x"));
+    // 256 MiB for a worker that reads nothing.
+    app.command(&format!("flood pid:{a} 16384 16384"));
+    let done = app.wait_for(|l| l.what == "flood-done");
+    let refused: usize = done.rest.split(' ').nth(1).unwrap().trim().parse().unwrap();
+    assert!(refused > 0, "sends to a peer that reads nothing must meet backpressure: {}", done.rest);
+    // The kingpin holds at most about its 8 MiB queue (plus what the kernel
+    // buffers), not the 256 MiB it was asked to send.
+    let rss = rss_kib(kingpin);
+    assert!(rss < 64 * 1024, "kingpin RSS {rss} KiB");
+    b_still_answers(&mut app, "meanwhile");
+}
