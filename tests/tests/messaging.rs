@@ -181,6 +181,28 @@ fn a_handler_that_never_answers_ends_as_timed_out() {
 }
 
 #[test]
+fn application_threads_can_wait_on_requests() {
+    let mut app = start("b:2");
+    let up = all_up(&app, 2);
+    // Ten threads at once, each blocked on its own request.
+    for i in 0..10 {
+        app.command(&format!("wrequest any:b echo t{i} 5000"));
+    }
+    let mut answered = BTreeSet::new();
+    for _ in 0..10 {
+        let l = app.wait_for(|l| l.what == "wreply");
+        let (tag, rest) = l.rest.split_once(' ').unwrap();
+        let pid: u32 = rest.rsplit(' ').next().unwrap().parse().unwrap();
+        assert!(rest.starts_with(&format!("ok {tag} from ")) && up["b"].contains(&pid), "{}", l.rest);
+        answered.insert(tag.to_string());
+    }
+    assert_eq!(answered.len(), 10);
+    // A blocked wait ends at its timeout.
+    app.command("wrequest any:b never w1 200");
+    assert_eq!(app.wait_for(|l| l.what == "wreply").rest, "w1 err request failed: timed out");
+}
+
+#[test]
 fn no_route_is_an_immediate_error() {
     let mut app = start("a:1");
     let up = all_up(&app, 1);

@@ -402,6 +402,22 @@ fn read_commands(handle: Handle) {
                     })
                     .ok();
             }
+            ["wrequest", to, name, text, timeout] => {
+                // The same as `request`, but blocking in a thread of its own:
+                // `HandleRequest::wait`.
+                let (to, name, tag) = (target(to), name.to_string(), text.to_string());
+                let ms = timeout.parse().unwrap_or(1000);
+                let handle = handle.clone();
+                std::thread::spawn(move || {
+                    let result =
+                        handle.request(to, &name, &tag).and_then(|r| r.timeout(Duration::from_millis(ms)).wait());
+                    let text = match result {
+                        Ok(reply) => format!("ok {}", reply.decode::<String>().unwrap_or_default()),
+                        Err(e) => format!("err {e}"),
+                    };
+                    say("wreply", "_", 0, 0, &format!("{tag} {text}"));
+                });
+            }
             ["fdcount"] => {
                 handle
                     .with_kingpin(|_k| {
