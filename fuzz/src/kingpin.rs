@@ -46,8 +46,9 @@
 //! "its handler is gone"), the kingpin shuts down (jobs still waiting for a
 //! worker end) and must say Exit, and the clock jumps a day ahead.
 //!
-//! With feature `lenient`, config bit 3 is ignored and callbacks need only be
-//! released once the clock has jumped (see README.md).
+//! With feature `lenient`, config bit 3 is ignored, callbacks need only be
+//! released once the clock has jumped, a link closed while its Spawn was
+//! unanswered may remain, and `poll_timeout()` is not checked (see README.md).
 //!
 //! Checked: no panic; every handle comes back exactly once (in an event,
 //! as ReleaseFd, or from `handle_transmitted`, which returns exactly the
@@ -65,7 +66,7 @@ use crate::{Ledger, PushFrame, Requests, Side, StreamCheck, peer_frame};
 use core::time::Duration;
 use mob_proto::config::{OnRoleFailure, Restart, RoleSpec};
 use mob_proto::wire::{self, Fatal, Hello, Invoke, Kind, Ping, Reply, Request, Scale, Send, Status};
-use mob_proto::{Event, ExitStatus, Instant, JobOptions, Kingpin, KingpinConfig, LinkId, Output, Pending};
+use mob_proto::{Event, ExitStatus, Instant, JobOptions, Kingpin, KingpinConfig, LinkId, Output, Pending, Phase};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
@@ -498,7 +499,8 @@ impl State {
     fn timeout(&mut self) {
         self.k.handle_timeout(self.now);
         self.drain();
-        if let Some(t) = self.k.poll_timeout() {
+        // (Lenient: a respawn timer can be left behind, see README.md.)
+        if let Some(t) = self.k.poll_timeout().filter(|_| !crate::LENIENT) {
             assert!(t > self.now, "poll_timeout() is {t:?} right after handle_timeout({:?})", self.now);
         }
     }
@@ -613,7 +615,8 @@ impl State {
             self.start(i);
         }
         self.drain();
-        for (pid, _) in std::mem::take(&mut self.running) {
+        // One at a time: the others still run (and may be killed) meanwhile.
+        while let Some((pid, _)) = self.running.pop() {
             self.k.handle_exited(pid, ExitStatus::Code(0), self.now);
             self.drain();
         }
@@ -623,7 +626,11 @@ impl State {
                 self.drain();
             }
         }
-        if let Some((info, phase)) = self.k.workers().next() {
+        // Lenient: a link closed while its Spawn was unanswered stays for
+        // good (see README.md).
+        let stuck =
+            |info: &mob_proto::WorkerInfo, phase: Phase| crate::LENIENT && phase == Phase::Closing && info.pid == 0;
+        if let Some((info, phase)) = self.k.workers().find(|(i, p)| !stuck(i, *p)) {
             panic!(
                 "link {:?} ({}#{}, {phase:?}, pid {}) remains after every process exited and every spawn failed",
                 info.link, info.role, info.slot, info.pid
@@ -636,14 +643,16 @@ impl State {
         // ends them.
         self.k.shutdown(false, self.now);
         self.drain();
-        assert!(self.exited, "no Exit after a shutdown with no worker left");
+        // (Lenient: a stuck link holds a soft shutdown until its grace ends.)
+        assert!(self.exited || crate::LENIENT, "no Exit after a shutdown with no worker left");
         assert!(self.pending.is_empty() && self.running.is_empty(), "a shutdown with no worker left started some");
         self.now = self.now + Duration::from_secs(24 * 3600);
         self.timeout();
+        assert!(self.exited, "no Exit a day after a shutdown");
         self.ledger.assert_all_back("kingpin, after every process exited and every timer fired");
         self.requests.assert_all_ended("kingpin, after every process exited and every timer fired");
         assert!(self.jobs.is_empty(), "jobs {:?} never ended", self.jobs);
-        assert_eq!(self.k.workers().count(), 0, "links after the shutdown");
+        assert_eq!(self.k.workers().filter(|(i, p)| !stuck(i, *p)).count(), 0, "links after the shutdown");
         assert_eq!(self.k.pending(), Pending::default(), "kingpin.pending() at the end");
     }
 }

@@ -89,7 +89,11 @@ fn main() -> std::process::ExitCode {
     App::new("myapp")
         .role("back", 4, background_worker)
         .role("front", 2, http_server)
-        .listen("front", ListenAddr::Tcp(addr), if distributed() { ListenMode::Distributed } else { ListenMode::Shared })
+        .listen(
+            "front",
+            ListenAddr::Tcp(addr),
+            if distributed() { ListenMode::Distributed } else { ListenMode::Shared },
+        )
         .on_start(|kingpin| {
             if let Some(addr) = kingpin.local_addr("front") {
                 println!("Kingpin {}: myapp listening on http://{addr}/", std::process::id());

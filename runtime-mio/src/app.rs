@@ -44,9 +44,11 @@ pub struct App {
     entries: HashMap<String, Entry>,
     launch: HashMap<String, Launch>,
     on_event: Option<EventHandler>,
-    on_start: Option<Box<dyn FnOnce(&mut Kingpin)>>,
+    on_start: Option<StartHook>,
     listen: Vec<(String, ListenAddr, ListenMode)>,
 }
+
+type StartHook = Box<dyn FnOnce(&mut Kingpin)>;
 
 impl App {
     /// An application called `name` (it prefixes every process title).

@@ -20,7 +20,7 @@ impl Clock {
     }
 
     /// The `std` instant for one of ours.
-    pub(crate) fn to_std(&self, instant: Instant) -> std::time::Instant {
+    pub(crate) fn std_instant(&self, instant: Instant) -> std::time::Instant {
         self.epoch + Duration::from_nanos(instant.as_nanos())
     }
 

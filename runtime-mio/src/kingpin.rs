@@ -107,7 +107,7 @@ type SignalHandler = Box<dyn FnMut(&mut Kingpin, i32)>;
 pub struct Kingpin {
     proto: mob_proto::Kingpin,
     poll: Poll,
-    links: HashMap<LinkId, UnixStream>,
+    links: HashMap<LinkId, LinkSock>,
     children: HashMap<u32, Child>,
     fds: FdTable<OwnedFd>,
     signals: SignalPipe,
@@ -135,7 +135,7 @@ impl Kingpin {
         poll.registry().register(&mut SourceFd(&signals.as_raw_fd()), SIGNALS, Interest::READABLE)?;
         let waker = Waker::new(poll.registry(), WAKER)?;
         let (tx, rx) = channel();
-        let tx = LoopTx { tx, shared: Arc::new(Shared { waker, thread: std::thread::current().id() }) };
+        let tx = LoopTx { tx, shared: Arc::new(Shared::new(waker)) };
         mob_sys::process::set_name(&config.app);
         Ok(Kingpin {
             proto: mob_proto::Kingpin::new(config),
@@ -415,7 +415,7 @@ impl Kingpin {
     fn read(&mut self, link: LinkId) {
         let now = self.clock.now();
         let Kingpin { links, buf, fds, proto, .. } = self;
-        let Some(sock) = links.get(&link) else { return };
+        let Some(LinkSock { sock, .. }) = links.get(&link) else { return };
         let end = read_link(sock, buf, fds, |bytes, handles| {
             proto.handle_read(link, bytes, handles, now);
             proto.worker(link).is_some_and(|(_, phase)| phase != Phase::Closing)
@@ -428,11 +428,22 @@ impl Kingpin {
     }
 
     fn write(&mut self, link: LinkId) {
-        let Some(sock) = self.links.get(&link) else {
+        let Some(l) = self.links.get_mut(&link) else {
             return;
         };
         let mut out = LinkOut { proto: &mut self.proto, link };
-        if let WriteEnd::Failed = write_link(sock, &mut out, &mut self.fds) {
+        let end = write_link(&l.sock, &mut out, &mut self.fds);
+        // Ask for writability only while a write is blocked: otherwise every
+        // send would come back as a wake-up that says "writable".
+        let want = matches!(end, WriteEnd::Blocked);
+        if want != l.write_interest {
+            let interest = if want { Interest::READABLE | Interest::WRITABLE } else { Interest::READABLE };
+            let token = Token(link.as_u64() as usize + FIRST_LINK);
+            if self.poll.registry().reregister(&mut l.sock, token, interest).is_ok() {
+                l.write_interest = want;
+            }
+        }
+        if let WriteEnd::Failed = end {
             self.proto.handle_link_error(link, "write error", self.clock.now());
         }
     }
@@ -442,7 +453,7 @@ impl Kingpin {
     fn pump(&mut self) {
         loop {
             let mut busy = false;
-            while let Ok(cmd) = self.rx.try_recv() {
+            while let Some(cmd) = self.tx.next(&self.rx) {
                 busy = true;
                 self.command(cmd);
             }
@@ -490,7 +501,7 @@ impl Kingpin {
                 Output::Transmit(link) => self.write(link),
                 Output::CloseLink(link) => {
                     self.write(link); // best effort: a farewell frame
-                    if let Some(mut sock) = self.links.remove(&link) {
+                    if let Some(LinkSock { mut sock, .. }) = self.links.remove(&link) {
                         let _ = self.poll.registry().deregister(&mut sock);
                     }
                 }
@@ -540,7 +551,7 @@ impl Kingpin {
                 let result = result.map(|(worker, payload, fds)| JobResponse {
                     id,
                     worker,
-                    created_at: self.clock.to_std(created_at),
+                    created_at: self.clock.std_instant(created_at),
                     payload,
                     fds: self.take_fds(fds),
                 });
@@ -591,12 +602,12 @@ impl Kingpin {
         match self.start_process(&spawn) {
             Ok((child, mut sock)) => {
                 let token = Token(spawn.link.as_u64() as usize + FIRST_LINK);
-                if self.poll.registry().register(&mut sock, token, Interest::READABLE | Interest::WRITABLE).is_err() {
+                if self.poll.registry().register(&mut sock, token, Interest::READABLE).is_err() {
                     let _ = mob_sys::process::kill(child.id());
                 }
                 let pid = child.id();
                 self.children.insert(pid, child);
-                self.links.insert(spawn.link, sock);
+                self.links.insert(spawn.link, LinkSock { sock, write_interest: false });
                 self.proto.handle_spawned(spawn.link, pid, now);
             }
             Err(_) => self.proto.handle_spawn_failed(spawn.link, now),
@@ -755,6 +766,12 @@ impl RequestLoop for Kingpin {
             }
         }
     }
+}
+
+/// A worker's socket, and whether it is registered for writability.
+struct LinkSock {
+    sock: UnixStream,
+    write_interest: bool,
 }
 
 struct LinkOut<'a> {

@@ -41,6 +41,7 @@
 mod app;
 mod clock;
 mod error;
+mod handlers;
 mod kingpin;
 mod link;
 mod listen;

@@ -38,8 +38,15 @@ pub(crate) fn read_link(
                 return ReadEnd::Eof;
             }
             Ok(n) => {
+                let had_fds = !received.is_empty();
                 let handles = received.drain(..).map(|fd| fds.insert(fd)).collect();
                 if !feed(&buf[..n], handles) {
+                    return ReadEnd::Drained;
+                }
+                // A short read that brought no fds emptied the socket: save
+                // the read that would only say "would block". (A read stops
+                // early at fds, so after one we must read on.)
+                if n < buf.len() && !had_fds {
                     return ReadEnd::Drained;
                 }
             }

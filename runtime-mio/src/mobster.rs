@@ -1,6 +1,7 @@
 //! The worker side: a *mobster* connected to its kingpin.
 
 use crate::clock::Clock;
+use crate::handlers::Handlers;
 use crate::link::{Outgoing, READ_BUF, ReadEnd, WriteEnd, read_link, write_link};
 use crate::listen::{LISTEN_CONNECTION, LISTEN_LISTENER, LISTEN_NAMESPACE, Listener};
 use crate::request::{CallbackFn, Completions, Done, Handle, RequestBuilder, RequestLoop, Spec};
@@ -15,7 +16,6 @@ use mob_proto::{
 };
 use mob_sys::{CHANNEL_FD, ENV_APP, ENV_FD, ENV_ROLE, ENV_SLOT};
 use serde::Serialize;
-use std::collections::HashMap;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,6 +27,7 @@ const WAKER: Token = Token(1);
 
 type MessageHandler = Box<dyn FnMut(&mut Mobster, Message<Source>)>;
 type RequestHandler = Box<dyn FnMut(&mut Mobster, Request<Source>)>;
+type StopHandler = Box<dyn FnOnce(&mut Mobster, StopDone)>;
 
 /// Who a worker is, as the kingpin's environment says.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -116,8 +117,8 @@ pub struct Mobster {
     sock: UnixStream,
     poll: Poll,
     fds: FdTable<OwnedFd>,
-    messages: HashMap<(String, String), MessageHandler>,
-    requests: HashMap<(String, String), RequestHandler>,
+    messages: Handlers<MessageHandler>,
+    requests: Handlers<RequestHandler>,
     fallback: Option<MessageHandler>,
     completions: Completions<Mobster>,
     rx: Receiver<Command>,
@@ -130,10 +131,12 @@ pub struct Mobster {
     /// the application confirmed.
     stop_requested: bool,
     stop_confirmed: Arc<AtomicBool>,
-    on_stop: Option<Box<dyn FnOnce(&mut Mobster, StopDone)>>,
+    on_stop: Option<StopHandler>,
     next_health: mob_proto::Instant,
     listener: Option<OwnedFd>,
     events: Events,
+    /// Whether the link is registered for writability (a write is blocked).
+    write_interest: bool,
 }
 
 /// How often a worker reports its memory and load to the kingpin.
@@ -180,10 +183,10 @@ impl Mobster {
         let std_sock = std::os::unix::net::UnixStream::from(channel);
         let mut sock = UnixStream::from_std(std_sock);
         let poll = Poll::new()?;
-        poll.registry().register(&mut sock, LINK, Interest::READABLE | Interest::WRITABLE)?;
+        poll.registry().register(&mut sock, LINK, Interest::READABLE)?;
         let waker = Waker::new(poll.registry(), WAKER)?;
         let (tx, rx) = std::sync::mpsc::channel();
-        let tx = LoopTx { tx, shared: Arc::new(Shared { waker, thread: std::thread::current().id() }) };
+        let tx = LoopTx { tx, shared: Arc::new(Shared::new(waker)) };
         mob_sys::process::set_name(&format!("{}#{}", env.role, env.slot));
         let config =
             WorkerConfig { pid: std::process::id(), role: env.role.clone(), slot: env.slot, exports: Vec::new() };
@@ -195,8 +198,8 @@ impl Mobster {
             sock,
             poll,
             fds: FdTable::new(),
-            messages: HashMap::new(),
-            requests: HashMap::new(),
+            messages: Handlers::new(),
+            requests: Handlers::new(),
             fallback: None,
             completions: Completions::new(),
             rx,
@@ -211,6 +214,7 @@ impl Mobster {
             next_health: mob_proto::Instant::ZERO,
             listener: None,
             events: Events::with_capacity(64),
+            write_interest: false,
         })
     }
 
@@ -252,7 +256,7 @@ impl Mobster {
 
     /// Handles one-way messages named `name` in namespace `ns`.
     pub fn on_ns(&mut self, ns: &str, name: &str, handler: impl FnMut(&mut Mobster, Message<Source>) + 'static) {
-        self.messages.insert((ns.to_string(), name.to_string()), Box::new(handler));
+        self.messages.insert(ns, name, Box::new(handler));
     }
 
     /// Handles every one-way message no other handler takes.
@@ -273,7 +277,7 @@ impl Mobster {
         name: &str,
         handler: impl FnMut(&mut Mobster, Request<Source>) + 'static,
     ) {
-        self.requests.insert((ns.to_string(), name.to_string()), Box::new(handler));
+        self.requests.insert(ns, name, Box::new(handler));
     }
 
     /// Exports function `name` to `require` proxies. Exports are announced
@@ -483,7 +487,17 @@ impl Mobster {
     }
 
     fn write(&mut self) {
-        if let WriteEnd::Failed = write_link(&self.sock, &mut WorkerOut(&mut self.proto), &mut self.fds) {
+        let end = write_link(&self.sock, &mut WorkerOut(&mut self.proto), &mut self.fds);
+        // Ask for writability only while a write is blocked: otherwise every
+        // send would come back as a wake-up that says "writable".
+        let want = matches!(end, WriteEnd::Blocked);
+        if want != self.write_interest {
+            let interest = if want { Interest::READABLE | Interest::WRITABLE } else { Interest::READABLE };
+            if self.poll.registry().reregister(&mut self.sock, LINK, interest).is_ok() {
+                self.write_interest = want;
+            }
+        }
+        if let WriteEnd::Failed = end {
             self.proto.handle_link_error("write error");
         }
     }
@@ -493,7 +507,7 @@ impl Mobster {
     fn pump(&mut self) {
         loop {
             let mut busy = false;
-            while let Ok(cmd) = self.rx.try_recv() {
+            while let Some(cmd) = self.tx.next(&self.rx) {
                 busy = true;
                 self.command(cmd);
             }
@@ -589,10 +603,8 @@ impl Mobster {
             self.listener = msg.fds.pop();
             return;
         }
-        let key = (msg.ns.clone(), msg.name.clone());
-        if let Some(mut h) = self.messages.remove(&key) {
-            self.guard(|mob| h(mob, msg));
-            self.messages.entry(key).or_insert(h);
+        if let Some(h) = self.messages.get(&msg.ns, &msg.name) {
+            self.guard(|mob| (h.borrow_mut())(mob, msg));
         } else if let Some(mut h) = self.fallback.take() {
             self.guard(|mob| h(mob, msg));
             self.fallback.get_or_insert(h);
@@ -605,7 +617,7 @@ impl Mobster {
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(self)));
         if result.is_ok() {
             // Answers the handler gave go out now, before anything else runs.
-            while let Ok(cmd) = self.rx.try_recv() {
+            while let Some(cmd) = self.tx.next(&self.rx) {
                 self.command(cmd);
             }
             self.write();
@@ -631,12 +643,10 @@ impl Mobster {
     }
 
     fn dispatch_request(&mut self, req: Request<Source>) {
-        let key = (req.ns.clone(), req.name.clone());
-        if let Some(mut h) = self.requests.remove(&key) {
-            self.guard(|mob| h(mob, req));
-            self.requests.entry(key).or_insert(h);
+        if let Some(h) = self.requests.get(&req.ns, &req.name) {
+            self.guard(|mob| (h.borrow_mut())(mob, req));
         } else {
-            let known_ns = self.requests.keys().any(|(ns, _)| *ns == req.ns);
+            let known_ns = self.requests.has_ns(&req.ns);
             let failure =
                 if known_ns || req.ns == DEFAULT_NAMESPACE { Failure::Unhandled } else { Failure::UnknownNamespace };
             req.into_responder().refuse(failure);

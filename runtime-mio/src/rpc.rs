@@ -7,10 +7,12 @@ use bytes::Bytes;
 use mob_proto::{Failure, LinkId, RequestError, Target};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
-use std::sync::mpsc::{Sender, SyncSender};
-use std::thread::ThreadId;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, Sender, SyncSender};
 use std::time::Duration;
 
 /// A successful reply (or a callback's invocation): payload and fds.
@@ -38,17 +40,37 @@ pub(crate) enum Answer {
     Worker(LinkId, u64),
 }
 
-/// The loop's wake-up: its waker and its thread.
+/// The loop's wake-up: its waker, and its id on its own thread.
 pub(crate) struct Shared {
     pub waker: mio::Waker,
-    pub thread: ThreadId,
+    id: u64,
+}
+
+static NEXT_LOOP: AtomicU64 = AtomicU64::new(1);
+
+thread_local! {
+    /// The loop that runs on this thread, if any.
+    static LOOP_HERE: Cell<u64> = const { Cell::new(0) };
+    /// Commands that code on the loop's own thread gave it: no channel, no
+    /// wake-up needed (the loop drains them after every handler).
+    static LOCAL: RefCell<VecDeque<Command>> = const { RefCell::new(VecDeque::new()) };
 }
 
 impl Shared {
-    /// Wakes the loop unless we are on it (it drains commands after every
-    /// handler anyway).
+    /// The wake-up of a loop that runs on this thread.
+    pub(crate) fn new(waker: mio::Waker) -> Shared {
+        let id = NEXT_LOOP.fetch_add(1, Ordering::Relaxed);
+        LOOP_HERE.with(|l| l.set(id));
+        Shared { waker, id }
+    }
+
+    fn is_here(&self) -> bool {
+        LOOP_HERE.with(|l| l.get()) == self.id
+    }
+
+    /// Wakes the loop unless we are on it.
     pub(crate) fn wake(&self) {
-        if std::thread::current().id() != self.thread {
+        if !self.is_here() {
             let _ = self.waker.wake();
         }
     }
@@ -118,9 +140,23 @@ pub(crate) struct LoopTx {
 
 impl LoopTx {
     pub(crate) fn send(&self, cmd: Command) -> Result<(), Error> {
+        if self.shared.is_here() {
+            LOCAL.with(|q| q.borrow_mut().push_back(cmd));
+            return Ok(());
+        }
         self.tx.send(cmd).map_err(|_| Error::Stopped)?;
-        self.shared.wake();
+        let _ = self.shared.waker.wake();
         Ok(())
+    }
+
+    /// The next command for the loop, from its own thread first.
+    pub(crate) fn next(&self, rx: &Receiver<Command>) -> Option<Command> {
+        if self.shared.is_here()
+            && let Some(cmd) = LOCAL.with(|q| q.borrow_mut().pop_front())
+        {
+            return Some(cmd);
+        }
+        rx.try_recv().ok()
     }
 }
 

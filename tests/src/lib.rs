@@ -210,6 +210,41 @@ pub fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// Runs each named test once per runtime, as `on_mio::NAME` against
+/// `mob-test-app` (mob-mio) and `on_std::NAME` against `mob-std-test-app`
+/// (mob-std): the same application and command protocol on each. Each test
+/// is a function taking the test app's path:
+///
+/// ```ignore
+/// fn comes_up(exe: &str) {
+///     let app = mob_tests::TestApp::start(exe, "a:2", &[]);
+///     app.wait_for(|l| l.what == "up");
+/// }
+///
+/// mob_tests::on_both_runtimes!(comes_up);
+/// ```
+#[macro_export]
+macro_rules! on_both_runtimes {
+    ($($test:ident),* $(,)?) => {
+        mod on_mio {
+            $(
+                #[test]
+                fn $test() {
+                    super::$test(env!("CARGO_BIN_EXE_mob-test-app"))
+                }
+            )*
+        }
+        mod on_std {
+            $(
+                #[test]
+                fn $test() {
+                    super::$test(env!("CARGO_BIN_EXE_mob-std-test-app"))
+                }
+            )*
+        }
+    };
+}
+
 /// Whether `pid` is a live process (a zombie counts as gone).
 pub fn alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {

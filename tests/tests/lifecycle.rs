@@ -5,12 +5,12 @@ use mob_tests::{Line, TestApp, alive};
 use nix::sys::signal::Signal;
 use std::collections::{BTreeMap, BTreeSet};
 
-fn start(roles: &str) -> TestApp {
-    TestApp::start(env!("CARGO_BIN_EXE_mob-test-app"), roles, &[])
+fn start(exe: &str, roles: &str) -> TestApp {
+    TestApp::start(exe, roles, &[])
 }
 
-fn start_env(roles: &str, env: &[(&str, &str)]) -> TestApp {
-    TestApp::start(env!("CARGO_BIN_EXE_mob-test-app"), roles, env)
+fn start_env(exe: &str, roles: &str, env: &[(&str, &str)]) -> TestApp {
+    TestApp::start(exe, roles, env)
 }
 
 /// Waits for the app to be online; returns pids by role.
@@ -56,9 +56,8 @@ fn kill9(pid: u32) {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGKILL).unwrap();
 }
 
-#[test]
-fn a_crash_loop_is_restarted_as_the_intensity_allows_then_the_app_fails() {
-    let mut app = start("a:1,crash:1");
+fn a_crash_loop_is_restarted_as_the_intensity_allows_then_the_app_fails(exe: &str) {
+    let mut app = start(exe, "a:1,crash:1");
     let lines = app.rest();
     let spawned = lines.iter().filter(|l| l.what == "spawned" && l.role == "crash").count();
     // The first start, then five restarts (the default intensity: 5 in 120 s).
@@ -70,9 +69,8 @@ fn a_crash_loop_is_restarted_as_the_intensity_allows_then_the_app_fails() {
     assert_eq!(app.wait_exit(), Some(1));
 }
 
-#[test]
-fn with_continue_a_failed_role_stops_and_the_others_carry_on() {
-    let mut app = start_env("a:1,crash:1", &[("MOB_TEST_CONTINUE", "1")]);
+fn with_continue_a_failed_role_stops_and_the_others_carry_on(exe: &str) {
+    let mut app = start_env(exe, "a:1,crash:1", &[("MOB_TEST_CONTINUE", "1")]);
     let failed = app.wait_for(|l| l.what == "role-failed");
     assert_eq!(failed.role, "crash");
     app.command("request any:a echo still 5000");
@@ -83,9 +81,8 @@ fn with_continue_a_failed_role_stops_and_the_others_carry_on() {
     assert_eq!(reply.rest, "gone err send: no worker matches the target");
 }
 
-#[test]
-fn restart_types_decide_which_exits_are_revived() {
-    let app = start("a:1,transient-clean:1,temporary-crash:1,transient-crash:1");
+fn restart_types_decide_which_exits_are_revived(exe: &str) {
+    let app = start(exe, "a:1,transient-clean:1,temporary-crash:1,transient-crash:1");
     // transient-crash exits abnormally every time: revived until it fails.
     let failed = app.wait_for(|l| l.what == "role-failed");
     assert_eq!(failed.role, "transient-crash");
@@ -100,9 +97,8 @@ fn restart_types_decide_which_exits_are_revived() {
     assert_eq!(count("temporary-crash"), 0);
 }
 
-#[test]
-fn a_panic_is_reported_as_the_workers_last_error() {
-    let mut app = start("a:2");
+fn a_panic_is_reported_as_the_workers_last_error(exe: &str) {
+    let mut app = start(exe, "a:2");
     let up = online(&app);
     let victim = up["a"][0];
     app.command(&format!("send pid:{victim} boom x"));
@@ -112,9 +108,8 @@ fn a_panic_is_reported_as_the_workers_last_error() {
     assert_ne!(revived.pid, victim);
 }
 
-#[test]
-fn jobs_spread_by_load_and_wait_for_readiness() {
-    let mut app = start("a:1,explicit:2");
+fn jobs_spread_by_load_and_wait_for_readiness(exe: &str) {
+    let mut app = start(exe, "a:1,explicit:2");
     // Explicit workers start busy: a job waits at the kingpin.
     let mut up = Vec::new();
     while up.len() < 2 {
@@ -148,9 +143,8 @@ fn jobs_spread_by_load_and_wait_for_readiness() {
     }
 }
 
-#[test]
-fn job_retries_timeouts_and_unknown_roles() {
-    let mut app = start("a:1,b:2");
+fn job_retries_timeouts_and_unknown_roles(exe: &str) {
+    let mut app = start(exe, "a:1,b:2");
     let up = online(&app);
     // retries 1: the first worker is killed mid-job, the job runs again.
     app.command("enqueue b r1 sleep 1500 0 1");
@@ -172,9 +166,8 @@ fn job_retries_timeouts_and_unknown_roles() {
     let _ = up;
 }
 
-#[test]
-fn resize_up_and_down_under_load_loses_nothing() {
-    let mut app = start("a:1,b:2");
+fn resize_up_and_down_under_load_loses_nothing(exe: &str) {
+    let mut app = start(exe, "a:1,b:2");
     online(&app);
     app.command("resize b 4");
     let mut fresh = BTreeSet::new();
@@ -205,9 +198,8 @@ fn resize_up_and_down_under_load_loses_nothing() {
     assert_eq!(exits, [1, 2, 3]);
 }
 
-#[test]
-fn a_rolling_reload_under_load_fails_no_job() {
-    let mut app = start("a:1,b:2");
+fn a_rolling_reload_under_load_fails_no_job(exe: &str) {
+    let mut app = start(exe, "a:1,b:2");
     let up = online(&app);
     let old: BTreeSet<u32> = up["b"].iter().copied().collect();
     for i in 0..20 {
@@ -240,9 +232,8 @@ fn a_rolling_reload_under_load_fails_no_job() {
     }
 }
 
-#[test]
-fn health_reports_real_memory() {
-    let mut app = start("a:2");
+fn health_reports_real_memory(exe: &str) {
+    let mut app = start(exe, "a:2");
     let up = online(&app);
     let pid = up["a"][0];
     let rss = |l: &Line| -> u64 { l.rest.split(' ').nth(1).unwrap().parse().unwrap() };
@@ -253,9 +244,8 @@ fn health_reports_real_memory() {
     assert!(after >= before + 60 * 1024, "{before} -> {after}");
 }
 
-#[test]
-fn a_hung_worker_is_killed_and_replaced() {
-    let app = start_env("a:2", &[("MOB_TEST_HEARTBEAT_MS", "50,400")]);
+fn a_hung_worker_is_killed_and_replaced(exe: &str) {
+    let app = start_env(exe, "a:2", &[("MOB_TEST_HEARTBEAT_MS", "50,400")]);
     let up = online(&app);
     let victim = up["a"][1];
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(victim as i32), Signal::SIGSTOP).unwrap();
@@ -266,9 +256,8 @@ fn a_hung_worker_is_killed_and_replaced() {
     assert_ne!(revived.pid, victim);
 }
 
-#[test]
-fn sigint_soft_kills_after_in_flight_work_finishes() {
-    let mut app = start("a:2");
+fn sigint_soft_kills_after_in_flight_work_finishes(exe: &str) {
+    let mut app = start(exe, "a:2");
     online(&app);
     app.command("enqueue a s1 sleep 400 0 0");
     health_until(&mut app, |l| l.rest.split(' ').nth(2) == Some("1"));
@@ -278,9 +267,8 @@ fn sigint_soft_kills_after_in_flight_work_finishes() {
     assert_eq!(app.wait_exit(), Some(0));
 }
 
-#[test]
-fn a_second_sigint_forces_a_hard_kill() {
-    let mut app = start_env("a:2", &[("MOB_TEST_GRACE_MS", "60000")]);
+fn a_second_sigint_forces_a_hard_kill(exe: &str) {
+    let mut app = start_env(exe, "a:2", &[("MOB_TEST_GRACE_MS", "60000")]);
     let up = online(&app);
     app.command("enqueue a s1 sleep 60000 0 0");
     health_until(&mut app, |l| l.rest.split(' ').nth(2) == Some("1"));
@@ -294,9 +282,8 @@ fn a_second_sigint_forces_a_hard_kill() {
     assert!(mob_tests::eventually(std::time::Duration::from_secs(2), || pids.iter().all(|p| !alive(*p))));
 }
 
-#[test]
-fn workers_are_not_in_the_terminals_process_group() {
-    let app = start("a:2");
+fn workers_are_not_in_the_terminals_process_group(exe: &str) {
+    let app = start(exe, "a:2");
     let up = online(&app);
     let pgrp = |pid: u32| -> String {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
@@ -307,3 +294,19 @@ fn workers_are_not_in_the_terminals_process_group() {
         assert_ne!(pgrp(*pid), kingpin, "a terminal's Ctrl-C would reach worker {pid}");
     }
 }
+
+mob_tests::on_both_runtimes!(
+    a_crash_loop_is_restarted_as_the_intensity_allows_then_the_app_fails,
+    with_continue_a_failed_role_stops_and_the_others_carry_on,
+    restart_types_decide_which_exits_are_revived,
+    a_panic_is_reported_as_the_workers_last_error,
+    jobs_spread_by_load_and_wait_for_readiness,
+    job_retries_timeouts_and_unknown_roles,
+    resize_up_and_down_under_load_loses_nothing,
+    a_rolling_reload_under_load_fails_no_job,
+    health_reports_real_memory,
+    a_hung_worker_is_killed_and_replaced,
+    sigint_soft_kills_after_in_flight_work_finishes,
+    a_second_sigint_forces_a_hard_kill,
+    workers_are_not_in_the_terminals_process_group,
+);

@@ -4,8 +4,8 @@
 use mob_tests::{Line, TestApp};
 use std::collections::{BTreeMap, BTreeSet};
 
-fn start(roles: &str) -> TestApp {
-    TestApp::start(env!("CARGO_BIN_EXE_mob-test-app"), roles, &[])
+fn start(exe: &str, roles: &str) -> TestApp {
+    TestApp::start(exe, roles, &[])
 }
 
 /// Waits for every worker to be up; returns pids by role.
@@ -50,9 +50,8 @@ fn hellos(app: &mut TestApp, all: &[u32], tag: &str, end: &str) -> Vec<u32> {
     hellos_from(app, None, all, tag, end)
 }
 
-#[test]
-fn every_target_reaches_exactly_the_right_workers() {
-    let mut app = start("a:2,b:2");
+fn every_target_reaches_exactly_the_right_workers(exe: &str) {
+    let mut app = start(exe, "a:2,b:2");
     let up = all_up(&app, 4);
     let (a, b) = (up["a"].clone(), up["b"].clone());
     let mut everyone: Vec<u32> = a.iter().chain(&b).copied().collect();
@@ -93,9 +92,8 @@ fn every_target_reaches_exactly_the_right_workers() {
     assert_eq!((l.pid, l.rest.clone()), (b[0], format!("report hello t8 from pid:{me}")));
 }
 
-#[test]
-fn any_of_a_role_spreads_over_every_worker_of_the_role() {
-    let mut app = start("a:1,b:3");
+fn any_of_a_role_spreads_over_every_worker_of_the_role(exe: &str) {
+    let mut app = start(exe, "a:1,b:3");
     let up = all_up(&app, 4);
     let b: BTreeSet<u32> = up["b"].iter().copied().collect();
     // One-way: round-robin, so nine messages give three to each.
@@ -123,9 +121,8 @@ fn any_of_a_role_spreads_over_every_worker_of_the_role() {
     assert_eq!(answered_by, b);
 }
 
-#[test]
-fn a_worker_request_to_another_worker_gets_its_reply() {
-    let mut app = start("a:1,b:1");
+fn a_worker_request_to_another_worker_gets_its_reply(exe: &str) {
+    let mut app = start(exe, "a:1,b:1");
     let up = all_up(&app, 2);
     let (me, other) = (up["a"][0], up["b"][0]);
     app.command(&format!("tell {me} request any:b echo w2w 2000"));
@@ -140,9 +137,8 @@ fn a_worker_request_to_another_worker_gets_its_reply() {
     assert_eq!(l.rest, "report reply k1 ok kingpin got k1");
 }
 
-#[test]
-fn a_handler_that_exits_ends_the_request_as_peer_gone() {
-    let mut app = start("a:1,b:1");
+fn a_handler_that_exits_ends_the_request_as_peer_gone(exe: &str) {
+    let mut app = start(exe, "a:1,b:1");
     let up = all_up(&app, 2);
     let me = up["a"][0];
     // A 60 s timeout: the request must end long before it, as peer gone.
@@ -163,9 +159,8 @@ fn a_handler_that_exits_ends_the_request_as_peer_gone() {
     assert_eq!(l.rest, "e2 err request failed: the handling peer went away before answering");
 }
 
-#[test]
-fn a_handler_that_never_answers_ends_as_timed_out() {
-    let mut app = start("a:1,b:1");
+fn a_handler_that_never_answers_ends_as_timed_out(exe: &str) {
+    let mut app = start(exe, "a:1,b:1");
     let up = all_up(&app, 2);
     app.command("request any:b never n1 200");
     let l = app.wait_for(|l| l.what == "reply");
@@ -180,9 +175,8 @@ fn a_handler_that_never_answers_ends_as_timed_out() {
     assert_eq!(l.rest, "report reply d1 err Dropped");
 }
 
-#[test]
-fn application_threads_can_wait_on_requests() {
-    let mut app = start("b:2");
+fn application_threads_can_wait_on_requests(exe: &str) {
+    let mut app = start(exe, "b:2");
     let up = all_up(&app, 2);
     // Ten threads at once, each blocked on its own request.
     for i in 0..10 {
@@ -202,9 +196,8 @@ fn application_threads_can_wait_on_requests() {
     assert_eq!(app.wait_for(|l| l.what == "wreply").rest, "w1 err request failed: timed out");
 }
 
-#[test]
-fn no_route_is_an_immediate_error() {
-    let mut app = start("a:1");
+fn no_route_is_an_immediate_error(exe: &str) {
+    let mut app = start(exe, "a:1");
     let up = all_up(&app, 1);
     app.command("request any:nobody echo x1 60000");
     let l = app.wait_for(|l| l.what == "reply");
@@ -218,9 +211,8 @@ fn no_route_is_an_immediate_error() {
     assert_eq!(l.rest, "report reply x3 err NoRoute");
 }
 
-#[test]
-fn require_proxies_call_exported_functions_only() {
-    let mut app = start("a:1,b:2");
+fn require_proxies_call_exported_functions_only(exe: &str) {
+    let mut app = start(exe, "a:1,b:2");
     let up = all_up(&app, 3);
     let me = up["a"][0];
     app.command(&format!("tell {me} request proxy:b whoami r1 2000"));
@@ -232,9 +224,8 @@ fn require_proxies_call_exported_functions_only() {
     assert_eq!(l.rest, "report reply r2 err NotExported");
 }
 
-#[test]
-fn messages_queued_before_the_handshake_arrive_in_order() {
-    let app = start("a:3");
+fn messages_queued_before_the_handshake_arrive_in_order(exe: &str) {
+    let app = start(exe, "a:3");
     // The kingpin queues seq 0..4 for each worker as soon as it is spawned,
     // before its handshake.
     let mut seen: BTreeMap<u32, Vec<String>> = BTreeMap::new();
@@ -247,3 +238,15 @@ fn messages_queued_before_the_handshake_arrive_in_order() {
         assert_eq!(order, ["0", "1", "2", "3", "4"], "worker {pid}");
     }
 }
+
+mob_tests::on_both_runtimes!(
+    every_target_reaches_exactly_the_right_workers,
+    any_of_a_role_spreads_over_every_worker_of_the_role,
+    a_worker_request_to_another_worker_gets_its_reply,
+    a_handler_that_exits_ends_the_request_as_peer_gone,
+    a_handler_that_never_answers_ends_as_timed_out,
+    application_threads_can_wait_on_requests,
+    no_route_is_an_immediate_error,
+    require_proxies_call_exported_functions_only,
+    messages_queued_before_the_handshake_arrive_in_order,
+);

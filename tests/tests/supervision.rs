@@ -5,8 +5,8 @@ use mob_tests::{TestApp, alive, cmdline, eventually};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-fn start(roles: &str) -> TestApp {
-    TestApp::start(env!("CARGO_BIN_EXE_mob-test-app"), roles, &[])
+fn start(exe: &str, roles: &str) -> TestApp {
+    TestApp::start(exe, roles, &[])
 }
 
 /// Waits until every slot of `roles` has reported `up`; returns pid by
@@ -21,9 +21,8 @@ fn all_up(app: &TestApp, roles: &[(&str, u32)]) -> BTreeMap<(String, u32), u32> 
     up
 }
 
-#[test]
-fn every_worker_of_two_roles_comes_up_and_answers() {
-    let app = start("echo:4,idle:2");
+fn every_worker_of_two_roles_comes_up_and_answers(exe: &str) {
+    let app = start(exe, "echo:4,idle:2");
     // Each worker comes up, then answers the kingpin's ping with its pid; the
     // lines of different workers interleave.
     let mut up = BTreeMap::new();
@@ -50,9 +49,8 @@ fn every_worker_of_two_roles_comes_up_and_answers() {
     }
 }
 
-#[test]
-fn a_killed_worker_is_replaced_by_a_new_process() {
-    let app = start("echo:2,idle:1");
+fn a_killed_worker_is_replaced_by_a_new_process(exe: &str) {
+    let app = start(exe, "echo:2,idle:1");
     let up = all_up(&app, &[("echo", 2), ("idle", 1)]);
     let victim = up[&("echo".to_string(), 1)];
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(victim as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
@@ -68,9 +66,8 @@ fn a_killed_worker_is_replaced_by_a_new_process() {
     assert_eq!(pong.rest, format!("pong {}", revived.pid));
 }
 
-#[test]
-fn killing_the_kingpin_takes_every_worker_with_it() {
-    let mut app = start("echo:4,idle:2");
+fn killing_the_kingpin_takes_every_worker_with_it(exe: &str) {
+    let mut app = start(exe, "echo:4,idle:2");
     let up = all_up(&app, &[("echo", 4), ("idle", 2)]);
     app.kill_kingpin();
     let pids: Vec<u32> = up.values().copied().collect();
@@ -81,9 +78,8 @@ fn killing_the_kingpin_takes_every_worker_with_it() {
     );
 }
 
-#[test]
-fn a_worker_that_sends_garbage_loses_its_link_and_others_carry_on() {
-    let app = start("garbage:1,echo:2");
+fn a_worker_that_sends_garbage_loses_its_link_and_others_carry_on(exe: &str) {
+    let app = start(exe, "garbage:1,echo:2");
     let (mut closed, mut exited) = (None, None);
     let mut ponged = BTreeSet::new();
     while closed.is_none() || exited.is_none() || ponged.len() < 2 {
@@ -105,3 +101,10 @@ fn a_worker_that_sends_garbage_loses_its_link_and_others_carry_on() {
     }
     assert_eq!(closed, exited);
 }
+
+mob_tests::on_both_runtimes!(
+    every_worker_of_two_roles_comes_up_and_answers,
+    a_killed_worker_is_replaced_by_a_new_process,
+    killing_the_kingpin_takes_every_worker_with_it,
+    a_worker_that_sends_garbage_loses_its_link_and_others_carry_on,
+);

@@ -28,7 +28,9 @@
 //! Roles whose name contains `crash` exit with code 3 at once, `clean` exit
 //! with 0 at once; a name starting `transient` or `temporary` gets that
 //! restart type; `explicit` roles are ready only when they say so;
-//! `conc1` roles take one job at a time. `MOB_TEST_CONTINUE=1` keeps the app
+//! `conc1` roles take one job at a time; roles starting with `foreign` run
+//! the binary `MOB_TEST_FOREIGN` names (`mob-std-test-app`, the same app on
+//! the other runtime). `MOB_TEST_CONTINUE=1` keeps the app
 //! running when a role fails; `MOB_TEST_GRACE_MS` sets the soft-kill grace.
 //!
 //! More kingpin commands: `enqueue ROLE TAG TEXT TIMEOUT_MS RETRIES` (prints
@@ -479,8 +481,15 @@ fn main() -> ExitCode {
             c.heartbeat = Some((Duration::from_millis(every), Duration::from_millis(timeout)));
         }
     });
+    // Roles starting `foreign` run the other runtime's test app (the same
+    // command protocol) with the same arguments.
+    let foreign = std::env::var_os("MOB_TEST_FOREIGN").filter(|_| !App::is_worker());
     for part in spec.split(',') {
         let (role, count) = part.split_once(':').unwrap_or((part, "1"));
+        if let Some(exe) = foreign.as_ref().filter(|_| role.starts_with("foreign")) {
+            app = app.role_exe(role, count.parse().unwrap_or(1), exe, vec![spec.clone().into()]);
+            continue;
+        }
         let entry: mob_mio::Entry = match role {
             "garbage" => garbage,
             "badversion" => bad_version,
