@@ -1,1 +1,120 @@
+//! `mob-std`: mob on blocking std IO and threads.
+//!
+//! A mob application runs as a family of processes: the *kingpin*
+//! supervises, *mobsters* (workers) hold the application logic, each in a
+//! *role*. This crate drives the sans-IO state machines of `mob-proto` with
+//! plain blocking sockets and threads, for programs that want no event loop:
+//! scripts, tools, tests, and workers written as a loop.
+//!
+//! - The worker side is a blocking API: [`Mobster::recv`] the next
+//!   [`Incoming`] message, request or stop request (with a timeout if you
+//!   like), answer each [`Request`] exactly once from any thread, send, and
+//!   make requests and [`HandleRequest::wait`] for their replies. A
+//!   [`Handle`] is clonable and `Send`, for the application's other threads.
+//!   Heartbeats, timeouts and health reports run on the mobster's own
+//!   threads, whatever the application does.
+//! - The kingpin side is `mob-mio`'s, on threads: the same [`App`],
+//!   [`Kingpin`], [`Event`], requests and work queue, supervision, routing
+//!   and shutdown; moving a kingpin between the two runtimes is a change of
+//!   import. Requests and jobs can also be waited for on the kingpin's own
+//!   thread.
+//!
+//! The two runtimes speak the same protocol: a `mob-std` worker runs under a
+//! `mob-mio` kingpin and the other way round ([`App::role_exe`]).
+//!
+//! ```no_run
+//! use mob_std::{App, Error, Event, Incoming, Mobster, Target};
+//!
+//! fn echo(mut mob: Mobster) -> Result<(), Error> {
+//!     mob.export("upper")?; // exports go out with the handshake: declare them first
+//!     loop {
+//!         match mob.recv()? {
+//!             Incoming::Message(msg) if msg.name == "ping" => {
+//!                 let text: String = msg.decode()?;
+//!                 mob.send(Target::Kingpin, "pong", &text)?;
+//!             }
+//!             Incoming::Request(req) if req.name == "upper" => {
+//!                 let text: String = req.decode()?;
+//!                 req.respond(&text.to_uppercase())?;
+//!             }
+//!             Incoming::Stop(_) => return Ok(()), // drained: clean up and go
+//!             _ => {}                             // unanswered requests answer "dropped"
+//!         }
+//!     }
+//! }
+//!
+//! fn main() -> std::process::ExitCode {
+//!     App::new("echoes")
+//!         .role("echo", 2, echo)
+//!         .on_event(|kingpin, event| match event {
+//!             Event::WorkerUp(w) => {
+//!                 kingpin.send(Target::Pid(w.pid), "ping", "hello").ok();
+//!             }
+//!             Event::Message(m) => println!("{} says {:?}", m.from.pid, m.decode::<String>()),
+//!             _ => {}
+//!         })
+//!         .run()
+//! }
+//! ```
+//!
+//! # Threads
+//!
+//! Each link has a reader thread (blocking in `recvmsg`) and a writer thread;
+//! one thread owns each proto state machine and is the only one to touch it:
+//! the kingpin's is the thread that runs [`Kingpin::run`] (it must live as
+//! long as the kingpin: workers' parent-death signal is tied to it), a
+//! mobster's is a driver thread of its own. Everything else reaches that
+//! thread through a channel, so sending from any number of threads, and both
+//! sides sending at once, never deadlock; and a peer that stops reading
+//! blocks only its own writer thread.
+//!
+//! Guarantees are `mob-mio`'s: workers never outlive the kingpin; a worker
+//! that dies is revived; every request ends exactly once (reply, failure,
+//! timeout, or the peer gone) and every callback is invoked or released
+//! exactly once; fds passed with a message belong to its receiver and are
+//! closed if it never gets them.
+#![deny(missing_docs)]
 
+mod app;
+mod clock;
+mod error;
+mod handle;
+mod kingpin;
+mod link;
+mod message;
+mod mobster;
+mod rpc;
+
+pub use app::{App, Entry};
+pub use error::Error;
+pub use handle::{Handle, HandleRequest};
+pub use kingpin::{Event, JobBuilder, JobOutcome, JobResponse, Kingpin, Launch, RequestBuilder};
+pub use message::Message;
+pub use mob_proto::{
+    Backoff, CloseReason, ExitStatus, Intensity, KingpinConfig, OnRoleFailure, Phase, RequestError, Restart, RoleSpec,
+    SendError, Source, Target, WorkerHealth, WorkerInfo, WorkerState,
+};
+pub use mobster::{Incoming, Mobster, Proxy, WorkerEnv};
+pub use rpc::{Callback, Outcome, Reply, Request, Responder};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn send<T: Send>() {}
+    fn send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn what_threads_share_can_be_shared() {
+        send::<Mobster>();
+        send_sync::<Handle>();
+        send::<HandleRequest>();
+        send::<Request<Source>>();
+        send::<Request<WorkerInfo>>();
+        send::<Responder>();
+        send::<Callback>();
+        send::<Incoming>();
+        send::<Reply>();
+        send::<Error>();
+    }
+}

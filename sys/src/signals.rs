@@ -70,10 +70,43 @@ impl SignalPipe {
         }
         seen
     }
+
+    /// Blocks until a signal has arrived or `timeout` (if any) passes, then
+    /// drains as [`SignalPipe::drain`] does (empty on a timeout). For
+    /// runtimes without an event loop: a thread can wait here for signals.
+    pub fn wait(&self, timeout: Option<std::time::Duration>) -> io::Result<Vec<Signal>> {
+        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+        use std::os::fd::AsFd;
+        let timeout = match timeout {
+            None => PollTimeout::NONE,
+            Some(t) => PollTimeout::try_from(t).unwrap_or(PollTimeout::MAX),
+        };
+        let mut fds = [PollFd::new(self.read.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, timeout) {
+            Ok(_) | Err(nix::errno::Errno::EINTR) => Ok(self.drain()),
+            Err(e) => Err(e.into()),
+        }
+    }
 }
 
 impl AsRawFd for SignalPipe {
     fn as_raw_fd(&self) -> RawFd {
         self.read.as_raw_fd()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn wait_returns_the_signals_that_came_or_nothing_at_its_timeout() {
+        let pipe = SignalPipe::install(&[Signal::SIGUSR1]).unwrap();
+        assert!(pipe.wait(Some(Duration::from_millis(10))).unwrap().is_empty());
+        nix::sys::signal::raise(Signal::SIGUSR1).unwrap();
+        assert_eq!(pipe.wait(Some(Duration::from_secs(5))).unwrap(), vec![Signal::SIGUSR1]);
+        // One per process.
+        assert!(SignalPipe::install(&[Signal::SIGUSR2]).is_err());
     }
 }

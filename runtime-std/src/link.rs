@@ -1,0 +1,342 @@
+//! One link's IO on threads: a reader thread blocks in `recvmsg` and hands
+//! the loop what it reads; a writer thread writes what the loop hands it.
+//! The loop (the one owner of the proto state machine) never blocks on a
+//! socket, so a peer that stops reading stalls only its own writer thread,
+//! and timers keep firing.
+//!
+//! Bytes stay in proto's outgoing queue until the writer reports them
+//! written, so proto's accounting (the high-water mark that turns sends into
+//! backpressure) sees exactly what a non-blocking runtime would.
+
+use crate::rpc::Command;
+use mob_proto::frame::Transmit;
+use mob_proto::{FdHandle, FdTable, LinkId};
+use mob_sys::channel::{RecvError, recv_with_fds, send_with_fds};
+use nix::sys::signal::Signal;
+use std::io;
+use std::net::Shutdown;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::sync::mpsc::{Sender, channel};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+
+/// Size of each reader thread's buffer.
+const READ_BUF: usize = 64 * 1024;
+
+/// Bytes a reader may have read ahead of the loop (and, on a worker, of the
+/// application's `recv`) before it stops reading: what the kernel's socket
+/// buffer does for a non-blocking runtime, so that a flood from the peer
+/// cannot grow this process without bound.
+pub(crate) const READ_AHEAD: usize = 8 << 20;
+
+/// How a link's reading ended.
+#[derive(Debug)]
+pub(crate) enum ReadEnd {
+    /// The peer closed the stream.
+    Eof,
+    /// The link cannot be read any more.
+    Failed(&'static str),
+}
+
+/// What a loop is told: IO from its link threads, signals, and commands from
+/// the application's threads.
+pub(crate) enum Msg {
+    /// One read: bytes, and the fds that came with them.
+    Read { link: LinkId, bytes: Vec<u8>, fds: Vec<OwnedFd> },
+    /// The reader thread is done.
+    ReadEnd { link: LinkId, end: ReadEnd },
+    /// The writer wrote the `n` bytes it was handed.
+    Written { link: LinkId, n: usize },
+    /// The writer could not write.
+    WriteFailed { link: LinkId },
+    /// Signals arrived (kingpin only).
+    Signals(Vec<Signal>),
+    /// A command from the application.
+    App(Command),
+}
+
+/// Read-ahead accounting shared by a reader thread and the loop.
+pub(crate) struct Credit {
+    state: Mutex<(usize, bool)>,
+    cv: Condvar,
+}
+
+impl Credit {
+    pub(crate) fn new() -> Arc<Credit> {
+        Arc::new(Credit { state: Mutex::new((0, false)), cv: Condvar::new() })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, (usize, bool)> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The reader read `n` bytes: counts them and waits while too much is
+    /// outstanding. False once the link is closed.
+    fn take(&self, n: usize) -> bool {
+        let mut s = self.lock();
+        s.0 += n;
+        while s.0 > READ_AHEAD && !s.1 {
+            s = self.cv.wait(s).unwrap_or_else(|e| e.into_inner());
+        }
+        !s.1
+    }
+
+    /// Counts `n` more bytes outstanding (queued for the application).
+    pub(crate) fn add(&self, n: usize) {
+        self.lock().0 += n;
+    }
+
+    /// `n` outstanding bytes were dealt with.
+    pub(crate) fn give(&self, n: usize) {
+        let mut s = self.lock();
+        s.0 = s.0.saturating_sub(n);
+        self.cv.notify_all();
+    }
+
+    /// The link is closed: the reader stops waiting.
+    pub(crate) fn close(&self) {
+        self.lock().1 = true;
+        self.cv.notify_all();
+    }
+}
+
+/// Bytes for the writer thread, with the fds that ride with the first one
+/// (the writer closes them once they are sent).
+struct Chunk {
+    bytes: Vec<u8>,
+    fds: Vec<OwnedFd>,
+}
+
+/// The loop's side of one link: its socket, its writer, its read-ahead.
+pub(crate) struct LinkIo {
+    sock: UnixStream,
+    writer: Sender<Chunk>,
+    writing: bool,
+    credit: Arc<Credit>,
+}
+
+impl LinkIo {
+    /// Starts the reader and writer threads of `sock` (a connected Unix
+    /// stream socket, made blocking here), reporting to `tx` as `link`.
+    pub(crate) fn start(
+        link: LinkId,
+        sock: OwnedFd,
+        tx: Sender<Msg>,
+        credit: Arc<Credit>,
+        name: &str,
+    ) -> io::Result<LinkIo> {
+        mob_sys::channel::set_nonblocking(&sock, false)?;
+        let sock = UnixStream::from(sock);
+        let (reader_sock, writer_sock) = (sock.try_clone()?, sock.try_clone()?);
+        let (wtx, wrx) = channel::<Chunk>();
+        let reader_credit = credit.clone();
+        let reader_tx = tx.clone();
+        std::thread::Builder::new()
+            .name(format!("{name}-read"))
+            .spawn(move || read_loop(link, reader_sock, reader_tx, reader_credit))?;
+        std::thread::Builder::new().name(format!("{name}-write")).spawn(move || {
+            for chunk in wrx {
+                match write_all(&writer_sock, &chunk) {
+                    Ok(n) => {
+                        drop(chunk);
+                        if tx.send(Msg::Written { link, n }).is_err() {
+                            return;
+                        }
+                    }
+                    Err(_) => {
+                        let _ = tx.send(Msg::WriteFailed { link });
+                        return;
+                    }
+                }
+            }
+        })?;
+        Ok(LinkIo { sock, writer: wtx, writing: false, credit })
+    }
+
+    /// The read-ahead accounting of this link.
+    pub(crate) fn credit(&self) -> &Arc<Credit> {
+        &self.credit
+    }
+
+    /// Whether the writer has bytes it has not reported written.
+    pub(crate) fn is_writing(&self) -> bool {
+        self.writing
+    }
+
+    /// Hands `out` (what proto offers to write next) to the writer, unless a
+    /// write is under way. Its fds leave `fds` with it: the writer closes
+    /// them once sent, so the handles that proto returns for them later find
+    /// nothing to close.
+    pub(crate) fn flush(&mut self, out: Option<Transmit<'_>>, fds: &mut FdTable<OwnedFd>) {
+        let Some(t) = out else { return };
+        if self.writing {
+            return;
+        }
+        let fds = t.fds.iter().filter_map(|h| fds.take(FdHandle::from_raw(h.raw()))).collect();
+        if self.writer.send(Chunk { bytes: t.bytes.to_vec(), fds }).is_ok() {
+            self.writing = true;
+        }
+    }
+
+    /// The writer reported its chunk written.
+    pub(crate) fn written(&mut self) {
+        self.writing = false;
+    }
+
+    /// Closes the link: writes `farewell` if it can go at once without
+    /// blocking (best effort), then shuts the socket down, which ends both
+    /// threads and shows the peer end of stream.
+    pub(crate) fn close(self, farewell: Option<Transmit<'_>>) {
+        if let Some(t) = farewell
+            && !self.writing
+            && t.fds.is_empty()
+        {
+            use nix::sys::socket::{MsgFlags, send};
+            let _ = send(self.sock.as_raw_fd(), t.bytes, MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL);
+        }
+        let _ = self.sock.shutdown(Shutdown::Both);
+        self.credit.close();
+    }
+}
+
+/// Writes a whole chunk, its fds with the first byte.
+fn write_all(sock: &UnixStream, chunk: &Chunk) -> io::Result<usize> {
+    let raw: Vec<RawFd> = chunk.fds.iter().map(|fd| fd.as_raw_fd()).collect();
+    let mut off = 0;
+    while off < chunk.bytes.len() {
+        let fds: &[RawFd] = if off == 0 { &raw } else { &[] };
+        match send_with_fds(sock, &chunk.bytes[off..], fds)? {
+            0 => return Err(io::ErrorKind::WriteZero.into()),
+            n => off += n,
+        }
+    }
+    Ok(off)
+}
+
+/// Reads until end of stream, an error, or the loop going away.
+fn read_loop(link: LinkId, sock: UnixStream, tx: Sender<Msg>, credit: Arc<Credit>) {
+    let mut buf = vec![0u8; READ_BUF];
+    let mut fds = Vec::new();
+    let end = loop {
+        match recv_with_fds(&sock, &mut buf, &mut fds) {
+            Ok(0) => break ReadEnd::Eof,
+            Ok(n) => {
+                let msg = Msg::Read { link, bytes: buf[..n].to_vec(), fds: std::mem::take(&mut fds) };
+                if tx.send(msg).is_err() || !credit.take(n) {
+                    return;
+                }
+            }
+            Err(RecvError::Io(_)) => break ReadEnd::Failed("read error"),
+            Err(RecvError::ControlTruncated) => break ReadEnd::Failed("control data truncated (fds lost)"),
+        }
+    };
+    let _ = tx.send(Msg::ReadEnd { link, end });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mob_proto::frame::{DEFAULT_MAX_BODY, OutBuf};
+    use std::sync::mpsc::Receiver;
+    use std::time::Duration;
+
+    const LINK: LinkId = LinkId::from_u64(7);
+
+    fn next(rx: &Receiver<Msg>) -> Msg {
+        rx.recv_timeout(Duration::from_secs(5)).expect("a message from the link's threads")
+    }
+
+    #[test]
+    fn bytes_and_fds_go_out_and_come_in() {
+        let (ours, theirs) = mob_sys::channel::socketpair().unwrap();
+        let (tx, rx) = channel();
+        let mut io = LinkIo::start(LINK, ours, tx, Credit::new(), "test").unwrap();
+        let mut fds = FdTable::new();
+        let (r, _w) = nix::unistd::pipe().unwrap();
+        let handle = fds.insert(r);
+        let mut out = OutBuf::new(DEFAULT_MAX_BODY);
+        out.push(16, &("ns", "name"), b"payload", vec![handle]).unwrap();
+        io.flush(out.peek(), &mut fds);
+        assert!(io.is_writing());
+        // The fd left the table with the chunk: the writer closes it.
+        assert!(fds.is_empty());
+        let len = out.len();
+        match next(&rx) {
+            Msg::Written { link, n } => assert_eq!((link, n), (LINK, len)),
+            _ => panic!("expected Written"),
+        }
+        io.written();
+        assert!(!io.is_writing());
+        let mut buf = [0u8; 256];
+        let mut got = Vec::new();
+        assert_eq!(recv_with_fds(&theirs, &mut buf, &mut got).unwrap(), len);
+        assert_eq!(got.len(), 1);
+
+        send_with_fds(&theirs, b"hello", &[got[0].as_raw_fd()]).unwrap();
+        match next(&rx) {
+            Msg::Read { link, bytes, fds } => assert_eq!((link, &bytes[..], fds.len()), (LINK, &b"hello"[..], 1)),
+            _ => panic!("expected Read"),
+        }
+        drop(theirs);
+        assert!(matches!(next(&rx), Msg::ReadEnd { end: ReadEnd::Eof, .. }));
+    }
+
+    #[test]
+    fn closing_ends_both_threads_and_the_peer_sees_end_of_stream() {
+        let (ours, theirs) = mob_sys::channel::socketpair().unwrap();
+        let (tx, rx) = channel();
+        let io = LinkIo::start(LINK, ours, tx, Credit::new(), "test").unwrap();
+        let mut out = OutBuf::new(DEFAULT_MAX_BODY);
+        out.push(3, &(1u16, "bye"), b"", Vec::new()).unwrap();
+        io.close(out.peek());
+        let mut buf = [0u8; 64];
+        let n = recv_with_fds(&theirs, &mut buf, &mut Vec::new()).unwrap();
+        assert_eq!(n, out.len(), "the farewell went out first");
+        assert_eq!(recv_with_fds(&theirs, &mut buf, &mut Vec::new()).unwrap(), 0);
+        // The reader ends; then every sender is gone (the writer too).
+        assert!(matches!(next(&rx), Msg::ReadEnd { .. }));
+        assert!(rx.recv_timeout(Duration::from_secs(5)).is_err());
+    }
+
+    #[test]
+    fn a_reader_stops_at_its_read_ahead_until_the_loop_catches_up() {
+        let (ours, theirs) = mob_sys::channel::socketpair().unwrap();
+        let (tx, rx) = channel();
+        let credit = Credit::new();
+        let _io = LinkIo::start(LINK, ours, tx, credit.clone(), "test").unwrap();
+        let chunk = vec![0u8; 64 * 1024];
+        let writer = std::thread::spawn(move || {
+            for _ in 0..(2 * READ_AHEAD / chunk.len()) {
+                let mut off = 0;
+                while off < chunk.len() {
+                    off += send_with_fds(&theirs, &chunk[off..], &[]).unwrap();
+                }
+            }
+            theirs
+        });
+        // Nothing is handed back: the reader stops a little past the limit.
+        let mut read = 0;
+        while read < READ_AHEAD {
+            if let Msg::Read { bytes, .. } = next(&rx) {
+                read += bytes.len();
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        while let Ok(Msg::Read { bytes, .. }) = rx.try_recv() {
+            read += bytes.len();
+        }
+        assert!(read <= READ_AHEAD + READ_BUF, "{read}");
+        // Once the loop has dealt with it, reading goes on to the end.
+        credit.give(read);
+        let mut total = read;
+        while total < 2 * READ_AHEAD {
+            if let Msg::Read { bytes, .. } = next(&rx) {
+                total += bytes.len();
+                credit.give(bytes.len());
+            }
+        }
+        assert_eq!(total, 2 * READ_AHEAD);
+        drop(writer.join().unwrap());
+        assert!(matches!(next(&rx), Msg::ReadEnd { end: ReadEnd::Eof, .. }));
+    }
+}

@@ -1,0 +1,28 @@
+//! A message as the application receives it.
+
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use std::os::fd::OwnedFd;
+
+/// A one-way message delivered to the application, with the fds that came
+/// with it (owned: dropping the message closes them).
+#[derive(Debug)]
+pub struct Message<From> {
+    /// Who sent it.
+    pub from: From,
+    /// Its namespace (`"_"` unless the sender chose one).
+    pub ns: String,
+    /// Its name.
+    pub name: String,
+    /// The raw payload.
+    pub payload: Bytes,
+    /// fds that came with it.
+    pub fds: Vec<OwnedFd>,
+}
+
+impl<From> Message<From> {
+    /// Deserializes the payload (postcard) as `T`.
+    pub fn decode<T: DeserializeOwned>(&self) -> Result<T, crate::Error> {
+        Ok(postcard::from_bytes(&self.payload)?)
+    }
+}
