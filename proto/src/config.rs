@@ -20,6 +20,14 @@ pub enum Restart {
 
 /// Restart intensity, as OTP defines it: at most `max_restarts` restarts of
 /// a role within `within`; one more and the role has failed.
+///
+/// A restart counts from the moment its worker is started (its Spawn). When
+/// a worker exits, the restarts started within the last `within`, plus those
+/// already decided and waiting for their backoff, plus this one, must be at
+/// most `max_restarts`, or the role fails instead. So no window of `within`
+/// ever holds more than `max_restarts` restarting Spawns, however late the
+/// runtime handles its timers. Retries of failed spawns, replacements of a
+/// rolling reload and workers added by a resize are not restarts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Intensity {
     /// Restarts allowed within the window (default 5).

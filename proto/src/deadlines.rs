@@ -29,6 +29,10 @@ impl<T> Deadlines<T> {
         }
     }
 
+    pub(crate) fn contains(&self, id: u64) -> bool {
+        self.entries.contains_key(&id)
+    }
+
     pub(crate) fn get_mut(&mut self, id: u64) -> Option<&mut T> {
         self.entries.get_mut(&id).map(|(_, v)| v)
     }

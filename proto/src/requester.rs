@@ -180,6 +180,11 @@ impl Requester {
         true
     }
 
+    /// Whether `request` still has callbacks that may be invoked.
+    pub(crate) fn has_callbacks(&self, request: u64) -> bool {
+        self.groups.contains(request)
+    }
+
     /// Releases every live callback of `request`.
     pub(crate) fn release_callbacks(&mut self, request: u64) -> Vec<u64> {
         let cbs = self.groups.remove(request).unwrap_or_default();

@@ -335,13 +335,17 @@ impl Worker {
         }
     }
 
-    /// Ends our request `id` now as [`RequestError::Cancelled`]; a reply
-    /// that comes later is dropped. False if it had already ended.
+    /// Ends our request `id` now as [`RequestError::Cancelled`] and releases
+    /// its callbacks ([`WorkerEvent::CallbackReleased`]); a reply or an
+    /// invocation that comes later is dropped. False if it had already ended.
     pub fn cancel(&mut self, id: u64) -> bool {
         if !self.requests.close(id, false) {
             return false;
         }
         self.event(WorkerEvent::Reply { id, result: Err(RequestError::Cancelled) });
+        for callback in self.requests.release_callbacks(id) {
+            self.event(WorkerEvent::CallbackReleased { callback });
+        }
         true
     }
 

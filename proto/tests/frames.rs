@@ -11,8 +11,8 @@ use mob_proto::frame::{
     DEFAULT_MAX_BODY, DecodeError, Decoder, HEADER_LEN, Header, MAX_FDS_PER_FRAME, OutBuf, RawFrame,
 };
 use mob_proto::wire::{
-    Call, Cancel, Deliver, Failure, Hello, Invoke, Kind, MAGIC, Message, PROTOCOL_VERSION, Reject, Release, Reply,
-    Request, Send, Settings, Source, Target, Welcome,
+    Call, Cancel, Deliver, Failure, Fatal, Hello, Invoke, Kind, MAGIC, Message, PROTOCOL_VERSION, Ping, Reject,
+    Release, Reply, Request, Scale, Send, Settings, Source, Status, Stop, Target, Welcome,
 };
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -30,6 +30,12 @@ enum Spec {
     Reject(Reject),
     Cancel(Cancel),
     Release(Release),
+    Status(Status),
+    Ping(Ping),
+    Pong(Ping),
+    Stop(Stop),
+    Fatal(Fatal),
+    Scale(Scale),
     Send(Send, Vec<u8>, usize),
     Deliver(Deliver, Vec<u8>, usize),
     Request(Request, Vec<u8>, usize),
@@ -86,6 +92,12 @@ impl Spec {
             Spec::Reject(m) => out.push(Kind::Reject as u8, m, &[], fds),
             Spec::Cancel(m) => out.push(Kind::Cancel as u8, m, &[], fds),
             Spec::Release(m) => out.push(Kind::Release as u8, m, &[], fds),
+            Spec::Status(m) => out.push(Kind::Status as u8, m, &[], fds),
+            Spec::Ping(m) => out.push(Kind::Ping as u8, m, &[], fds),
+            Spec::Pong(m) => out.push(Kind::Pong as u8, m, &[], fds),
+            Spec::Stop(m) => out.push(Kind::Stop as u8, m, &[], fds),
+            Spec::Fatal(m) => out.push(Kind::Fatal as u8, m, &[], fds),
+            Spec::Scale(m) => out.push(Kind::Scale as u8, m, &[], fds),
             Spec::Send(m, p, _) => out.push(Kind::Send as u8, m, p, fds),
             Spec::Deliver(m, p, _) => out.push(Kind::Deliver as u8, m, p, fds),
             Spec::Request(m, p, _) => out.push(Kind::Request as u8, m, p, fds),
@@ -105,6 +117,12 @@ impl Spec {
             Spec::Reject(m) => Message::Reject(m),
             Spec::Cancel(m) => Message::Cancel(m),
             Spec::Release(m) => Message::Release(m),
+            Spec::Status(m) => Message::Status(m),
+            Spec::Ping(m) => Message::Ping(m),
+            Spec::Pong(m) => Message::Pong(m),
+            Spec::Stop(m) => Message::Stop(m),
+            Spec::Fatal(m) => Message::Fatal(m),
+            Spec::Scale(m) => Message::Scale(m),
             Spec::Send(m, p, _) => Message::Send(m, Bytes::from(p), handles(fds)),
             Spec::Deliver(m, p, _) => Message::Deliver(m, Bytes::from(p), handles(fds)),
             Spec::Request(m, p, _) => Message::Request(m, Bytes::from(p), handles(fds)),
@@ -197,9 +215,10 @@ fn spec() -> impl Strategy<Value = Spec> {
     let hello = (any::<[u8; 4]>(), any::<u16>(), any::<u32>(), text(), any::<u32>(), vec(text(), 0..3)).prop_map(
         |(magic, version, pid, role, slot, exports)| Spec::Hello(Hello { magic, version, pid, role, slot, exports }),
     );
-    let welcome = (any::<u16>(), any::<u64>(), text(), any::<u32>(), any::<u64>()).prop_map(
-        |(version, worker, app, max_body, request_timeout_ms)| {
-            Spec::Welcome(Welcome { version, worker, settings: Settings { app, max_body, request_timeout_ms } })
+    let welcome = (any::<u16>(), any::<u64>(), text(), any::<u32>(), any::<u64>(), any::<bool>()).prop_map(
+        |(version, worker, app, max_body, request_timeout_ms, starts_ready)| {
+            let settings = Settings { app, max_body, request_timeout_ms, starts_ready };
+            Spec::Welcome(Welcome { version, worker, settings })
         },
     );
     let request = (any::<u64>(), target(), text(), text(), any::<u64>(), ids());
@@ -226,6 +245,16 @@ fn spec() -> impl Strategy<Value = Spec> {
         invoke,
         any::<u64>().prop_map(|id| Spec::Cancel(Cancel { id })),
         any::<u64>().prop_map(|call| Spec::Release(Release { call })),
+        (any::<bool>(), any::<u32>(), any::<u64>()).prop_map(|(ready, in_flight, rss_kib)| Spec::Status(Status {
+            ready,
+            in_flight,
+            rss_kib
+        })),
+        any::<u64>().prop_map(|seq| Spec::Ping(Ping { seq })),
+        any::<u64>().prop_map(|seq| Spec::Pong(Ping { seq })),
+        any::<u64>().prop_map(|grace_ms| Spec::Stop(Stop { grace_ms })),
+        text().prop_map(|message| Spec::Fatal(Fatal { message })),
+        any::<u32>().prop_map(|workers| Spec::Scale(Scale { workers })),
         (any::<u16>(), text()).prop_map(|(version, reason)| Spec::Reject(Reject { version, reason })),
         (target(), text(), text(), payload(), fd_count()).prop_map(|(to, ns, name, p, n)| Spec::Send(
             Send { to, ns, name },
@@ -474,20 +503,26 @@ fn malformed_when_bytes_trail_a_hello() {
 
 #[test]
 fn malformed_when_fds_ride_on_a_kind_that_carries_none() {
-    let bodies: [(Kind, Vec<u8>); 5] = [
+    let bodies: [(Kind, Vec<u8>); 11] = [
         (Kind::Hello, postcard::to_allocvec(&hello()).unwrap()),
         (
             Kind::Welcome,
             postcard::to_allocvec(&Welcome {
                 version: 1,
                 worker: 2,
-                settings: Settings { app: "a".into(), max_body: 3, request_timeout_ms: 4 },
+                settings: Settings { app: "a".into(), max_body: 3, request_timeout_ms: 4, starts_ready: true },
             })
             .unwrap(),
         ),
         (Kind::Reject, postcard::to_allocvec(&Reject { version: 1, reason: "no".into() }).unwrap()),
         (Kind::Cancel, postcard::to_allocvec(&Cancel { id: 5 }).unwrap()),
         (Kind::Release, postcard::to_allocvec(&Release { call: 6 }).unwrap()),
+        (Kind::Status, postcard::to_allocvec(&Status { ready: true, in_flight: 1, rss_kib: 2 }).unwrap()),
+        (Kind::Ping, postcard::to_allocvec(&Ping { seq: 7 }).unwrap()),
+        (Kind::Pong, postcard::to_allocvec(&Ping { seq: 8 }).unwrap()),
+        (Kind::Stop, postcard::to_allocvec(&Stop { grace_ms: 9 }).unwrap()),
+        (Kind::Fatal, postcard::to_allocvec(&Fatal { message: "boom".into() }).unwrap()),
+        (Kind::Scale, postcard::to_allocvec(&Scale { workers: 3 }).unwrap()),
     ];
     for (kind, body) in bodies {
         assert!(!KINDS.contains(&(kind, true)));

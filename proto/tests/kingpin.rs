@@ -76,15 +76,24 @@ fn every_slot_of_two_roles_spawns_and_comes_up() {
     assert_eq!((ids.len(), links.len()), (6, 6));
 
     let events = sim.take_events();
-    assert_eq!(events.len(), 12);
+    // Every process starts; then each worker comes up and, its role being
+    // ready on connect, is ready at once; each role is online once its last
+    // worker is ready, and the app once every role is.
+    let infos: Vec<_> = sim.spawns.iter().map(|s| sim.info(sim.pid_of(&s.role, s.slot)).0).collect();
+    let mut want: Vec<KEvent> = infos.iter().cloned().map(KEvent::Spawned).collect();
+    for (i, info) in infos.iter().enumerate() {
+        want.extend([KEvent::Up(info.clone()), KEvent::Ready(info.clone())]);
+        if i == 3 {
+            want.push(KEvent::RoleOnline("back".into()));
+        }
+    }
+    want.extend([KEvent::RoleOnline("front".into()), KEvent::AppOnline]);
+    assert_eq!(events, want);
     for s in sim.spawns.clone() {
         let pid = sim.pid_of(&s.role, s.slot);
         let (info, phase) = sim.info(pid);
         assert_eq!(phase, Phase::Up);
         assert_eq!((info.id, info.link, &*info.role, info.slot), (s.worker, s.link, &*s.role, s.slot));
-        let spawned = events.iter().position(|e| *e == KEvent::Spawned(info.clone()));
-        let up = events.iter().position(|e| *e == KEvent::Up(info.clone()));
-        assert!(spawned.unwrap() < up.unwrap(), "{pid}: spawned, then up");
         // The worker side agrees.
         let p = sim.proc(pid);
         assert!(p.worker.as_ref().unwrap().is_running());
@@ -93,11 +102,12 @@ fn every_slot_of_two_roles_spawns_and_comes_up() {
         assert_eq!(welcome.worker, s.worker);
         assert_eq!(welcome.settings.app, "app");
         assert_eq!(welcome.settings.max_body, DEFAULT_MAX_BODY);
+        assert!(welcome.settings.starts_ready);
         assert!(p.inbox().is_empty());
     }
     assert_eq!(sim.kingpin.workers().count(), 6);
     assert!(sim.kills.is_empty() && sim.closed_links.is_empty());
-    assert_eq!(sim.kingpin.poll_timeout(), None, "no handshake left pending");
+    assert_eq!(sim.kingpin.poll_timeout(), Some(sim.now), "no handshake left pending: the first pings are due");
     sim.ledger.assert_balanced();
 }
 
@@ -124,7 +134,13 @@ fn an_exit_revives_the_slot_with_new_ids_and_the_stale_link_is_ignored() {
     assert_eq!((new.id, new.link, phase), (s.worker, s.link, Phase::Up));
     assert_eq!(
         sim.take_events(),
-        vec![KEvent::Exited(old.clone(), ExitStatus::Code(3)), KEvent::Spawned(new.clone()), KEvent::Up(new.clone()),]
+        vec![
+            KEvent::Exited(old.clone(), ExitStatus::Code(3)),
+            KEvent::Spawned(new.clone()),
+            KEvent::Up(new.clone()),
+            KEvent::Ready(new.clone()),
+            KEvent::RoleOnline("back".into()),
+        ]
     );
     assert!(sim.kills.is_empty(), "a process that exited is not killed");
 
@@ -170,24 +186,26 @@ fn last_words_before_an_exit_are_delivered_first() {
         sim.exit(pid, ExitStatus::Code(0));
         sim.run_until_idle();
         let events = sim.take_events();
-        assert_eq!(
-            events[0],
-            KEvent::Message {
-                from: info.clone(),
-                ns: "_".into(),
-                name: "bye".into(),
-                payload: "!".into(),
-                files: vec![file],
-            }
-        );
-        let exited = KEvent::Exited(info.clone(), ExitStatus::Code(0));
+        let mut want = vec![KEvent::Message {
+            from: info.clone(),
+            ns: "_".into(),
+            name: "bye".into(),
+            payload: "!".into(),
+            files: vec![file],
+        }];
         if eof_first {
-            assert_eq!(events[1], KEvent::LinkClosed(info.clone(), CloseReason::Eof));
-            assert_eq!(events[2], exited);
-        } else {
-            assert_eq!(events[1], exited);
+            want.push(KEvent::LinkClosed(info.clone(), CloseReason::Eof));
         }
-        assert!(matches!(events.last(), Some(KEvent::Up(_))));
+        want.push(KEvent::Exited(info.clone(), ExitStatus::Code(0)));
+        let (fresh, _) = sim.info(sim.pid_of("back", 0));
+        want.extend([
+            KEvent::Spawned(fresh.clone()),
+            KEvent::Up(fresh.clone()),
+            KEvent::Ready(fresh),
+            KEvent::RoleOnline("back".into()),
+        ]);
+        assert_eq!(events, want);
+        assert!(sim.kills.is_empty(), "a worker that exits within its EOF grace is not killed");
         sim.ledger.assert_balanced();
     }
 }
@@ -216,8 +234,18 @@ fn bad_magic_closes_the_link_and_kills_the_process() {
     assert!(p.welcome().is_none());
     assert_eq!(p.exit, Some(ExitStatus::Signal(9)));
     // The slot is revived, and the honest replacement comes up.
-    assert!(matches!(&events[3..], [KEvent::Spawned(_), KEvent::Up(_)]));
-    assert_eq!(sim.info(sim.pid_of("back", 0)).1, Phase::Up);
+    let (fresh, phase) = sim.info(sim.pid_of("back", 0));
+    assert_eq!(phase, Phase::Up);
+    assert_eq!(
+        &events[3..],
+        [
+            KEvent::Spawned(fresh.clone()),
+            KEvent::Up(fresh.clone()),
+            KEvent::Ready(fresh),
+            KEvent::RoleOnline("back".into()),
+            KEvent::AppOnline,
+        ]
+    );
     sim.ledger.assert_balanced();
 }
 
@@ -245,8 +273,32 @@ fn wrong_version_is_rejected_and_both_sides_name_the_versions() {
     assert_eq!(closures(&events), vec![(pid, CloseReason::VersionMismatch { ours: PROTOCOL_VERSION, theirs })]);
     assert!(!events.iter().any(|e| matches!(e, KEvent::Up(_))));
     assert!(events.contains(&KEvent::Exited(info, ExitStatus::Code(1))));
-    assert_eq!(sim.kills, vec![(pid, link)]);
+    // A rejected worker gets EOF_GRACE to read why and exit: this one did,
+    // so it was not killed.
+    assert_eq!(sim.kills, vec![]);
     assert!(sim.kingpin.worker(link).is_none());
+    sim.ledger.assert_balanced();
+}
+
+#[test]
+fn a_rejected_worker_that_does_not_exit_is_killed_after_the_eof_grace() {
+    let mut sim = held(KingpinConfig::new("app").role("back", 1));
+    let link = sim.pending_spawns[0].link;
+    let pid = sim.complete_spawn(link);
+    sim.rewrite_hello(pid, |h| h.version = PROTOCOL_VERSION + 1);
+    // It writes its Hello, then stops: it never reads the Reject.
+    sim.flush_worker(pid);
+    sim.freeze(pid, true);
+    sim.run_until_idle();
+    assert_eq!(sim.info(pid).1, Phase::Closing);
+    assert!(sim.kills.is_empty());
+    sim.advance(mob_proto::kingpin::EOF_GRACE - Duration::from_nanos(1));
+    sim.run_until_idle();
+    assert!(sim.kills.is_empty(), "not before the grace");
+    sim.advance(Duration::from_nanos(1));
+    sim.run_until_idle();
+    assert_eq!(sim.kills, vec![(pid, link)]);
+    assert_eq!(sim.proc(pid).exit, Some(ExitStatus::Signal(9)));
     sim.ledger.assert_balanced();
 }
 
@@ -309,6 +361,8 @@ fn a_garbage_frame_closes_only_its_own_link() {
 fn a_silent_worker_times_out_by_the_virtual_clock() {
     let mut config = KingpinConfig::new("app").role("back", 1);
     config.handshake_timeout = Duration::from_secs(5);
+    // Only the handshake's timer here (heartbeats: supervision.rs).
+    config.heartbeat = None;
     let mut sim = held(config);
     let link = sim.pending_spawns[0].link;
     sim.now = Instant::from_nanos(1_000);

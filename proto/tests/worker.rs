@@ -29,7 +29,11 @@ fn written(w: &mut Worker) -> Vec<Message> {
 }
 
 fn welcome(version: u16, max_body: u32) -> Welcome {
-    Welcome { version, worker: 5, settings: Settings { app: "app".into(), max_body, request_timeout_ms: 2_000 } }
+    Welcome {
+        version,
+        worker: 5,
+        settings: Settings { app: "app".into(), max_body, request_timeout_ms: 2_000, starts_ready: true },
+    }
 }
 
 /// A worker that has sent its Hello.

@@ -12,15 +12,19 @@ use crate::fd::FdHandle;
 use crate::requester::RequestError;
 use crate::time::Instant;
 use crate::wire::{self, Call, Cancel, Failure, Invoke, Kind, Release, Reply, Request, Source, Target};
+use alloc::collections::BTreeSet;
 use alloc::string::ToString;
 use alloc::vec::Vec;
 use bytes::Bytes;
 use core::time::Duration;
 
-/// A request in flight to a worker, by the kingpin's call id.
+/// A request in flight to a worker, by the kingpin's call id. It stays
+/// recorded after its reply while any of its callbacks may still be invoked,
+/// so that the handler's death releases them at once.
 pub(super) enum CallEntry {
-    /// The kingpin's own request.
-    Own { target: LinkId },
+    /// The kingpin's own request (its live callbacks are in the kingpin's
+    /// [`crate::requester::Requester`]).
+    Own { target: LinkId, replied: bool },
     /// A job from the work queue.
     Job { target: LinkId },
     /// A worker's request, forwarded.
@@ -29,8 +33,9 @@ pub(super) enum CallEntry {
         origin_id: u64,
         target: LinkId,
         replied: bool,
-        /// Invocations still allowed through.
-        callbacks: usize,
+        /// The requester's callback ids not yet invoked: only these are let
+        /// through, once each.
+        callbacks: BTreeSet<u64>,
     },
 }
 
@@ -121,17 +126,17 @@ impl Kingpin {
         match self.dispatch_call(Some(link), &to, &call, &payload, fds) {
             Ok(target) => {
                 let deadline = now + Duration::from_millis(timeout_ms);
-                let entry = CallEntry::Forward {
-                    origin: link,
-                    origin_id: id,
-                    target,
-                    replied: false,
-                    callbacks: callbacks.len(),
-                };
+                let callbacks = callbacks.into_iter().collect();
+                let entry = CallEntry::Forward { origin: link, origin_id: id, target, replied: false, callbacks };
                 self.calls.insert(k, deadline, entry);
             }
             Err(failure) => {
+                // Answered here: no handler will ever invoke its callbacks,
+                // so the requester may free them now.
                 self.push(link, Kind::Reply, &Reply { id, result: Err(failure) }, &[], Vec::new()).ok();
+                if !callbacks.is_empty() {
+                    self.push(link, Kind::Release, &Release { call: id }, &[], Vec::new()).ok();
+                }
             }
         }
     }
@@ -140,8 +145,13 @@ impl Kingpin {
     pub(super) fn on_reply(&mut self, link: LinkId, reply: Reply, payload: Bytes, fds: Vec<FdHandle>) {
         let k = reply.id;
         match self.calls.get_mut(k) {
-            Some(CallEntry::Own { target }) if *target == link => {
-                self.calls.remove(k);
+            Some(CallEntry::Own { target, replied }) if *target == link && !*replied => {
+                // Kept while its callbacks live, so that its handler's death
+                // releases them.
+                *replied = true;
+                if !self.requests.has_callbacks(k) {
+                    self.calls.remove(k);
+                }
                 self.dec_inflight(link);
                 if !self.requests.close(k, true) {
                     return self.release(fds);
@@ -171,7 +181,7 @@ impl Kingpin {
                 if *target == link && !*replied =>
             {
                 *replied = true;
-                let (origin, origin_id, done) = (*origin, *origin_id, *callbacks == 0);
+                let (origin, origin_id, done) = (*origin, *origin_id, callbacks.is_empty());
                 if done {
                     self.calls.remove(k);
                 }
@@ -188,29 +198,34 @@ impl Kingpin {
 
     /// A worker invoked a callback of call `invoke.call`.
     pub(super) fn on_invoke(&mut self, link: LinkId, invoke: Invoke, payload: Bytes, fds: Vec<FdHandle>) {
-        let k = invoke.call;
+        let (k, callback) = (invoke.call, invoke.callback);
         match self.calls.get_mut(k) {
             Some(CallEntry::Forward { origin, origin_id, target, replied, callbacks })
-                if *target == link && *callbacks > 0 =>
+                if *target == link && callbacks.contains(&callback) =>
             {
-                *callbacks -= 1;
+                callbacks.remove(&callback);
                 let (origin, origin_id) = (*origin, *origin_id);
-                if *replied && *callbacks == 0 {
+                if *replied && callbacks.is_empty() {
                     self.calls.remove(k);
                 }
-                let fwd = Invoke { call: origin_id, callback: invoke.callback };
+                let fwd = Invoke { call: origin_id, callback };
                 self.push(origin, Kind::Invoke, &fwd, &payload, fds).ok();
             }
-            Some(CallEntry::Forward { .. }) => {
-                self.requests.late.invocations += 1;
-                self.release(fds);
+            Some(CallEntry::Own { target, replied }) if *target == link => {
+                let replied = *replied;
+                if !self.requests.invoke(k, callback) {
+                    return self.release(fds);
+                }
+                if replied && !self.requests.has_callbacks(k) {
+                    self.calls.remove(k);
+                }
+                self.event(Event::Callback { callback, payload, fds });
             }
             _ => {
-                if self.requests.invoke(k, invoke.callback) {
-                    self.event(Event::Callback { callback: invoke.callback, payload, fds });
-                } else {
-                    self.release(fds);
-                }
+                // Invoked twice, not one of the request's callbacks, after
+                // their release, or by a worker that is not the handler.
+                self.requests.late.invocations += 1;
+                self.release(fds);
             }
         }
     }
@@ -228,9 +243,13 @@ impl Kingpin {
             self.event(Event::CallbackReleased { callback });
         }
         for (k, entry) in self.calls.expire(now) {
-            if let CallEntry::Forward { target, replied: false, .. } = entry {
-                self.dec_inflight(target);
-                self.push(target, Kind::Cancel, &Cancel { id: k }, &[], Vec::new()).ok();
+            match entry {
+                CallEntry::Forward { target, replied: false, .. } | CallEntry::Own { target, replied: false } => {
+                    self.withdraw_call(target, k)
+                }
+                // Answered, kept for their callbacks, which the requester
+                // released at this same deadline.
+                _ => {}
             }
         }
     }
@@ -238,17 +257,37 @@ impl Kingpin {
     /// Forgets the call behind the kingpin's request `id`, telling its worker
     /// to cancel.
     pub(super) fn end_own_call(&mut self, id: u64) {
-        if let Some(CallEntry::Own { target }) = self.calls.remove(id) {
-            self.dec_inflight(target);
-            self.push(target, Kind::Cancel, &Cancel { id }, &[], Vec::new()).ok();
+        if let Some(CallEntry::Own { target, replied }) = self.calls.remove(id)
+            && !replied
+        {
+            self.withdraw_call(target, id);
         }
+    }
+
+    /// Call `k` to `target` ended before it was answered. A Call frame still
+    /// waiting for the handler's handshake is taken back (its fds released):
+    /// the handler never hears of it. One already on its way is followed by
+    /// a Cancel.
+    pub(super) fn withdraw_call(&mut self, target: LinkId, k: u64) {
+        let Some(l) = self.link_mut(target) else { return };
+        match l.early.iter().position(|e| e.call == Some(k)) {
+            Some(i) => {
+                let early = l.early.remove(i).expect("position is in range");
+                l.early_bytes -= early.frame.len();
+                self.release(early.fds);
+            }
+            None => {
+                self.push(target, Kind::Cancel, &Cancel { id: k }, &[], Vec::new()).ok();
+            }
+        }
+        self.dec_inflight(target);
     }
 
     /// `link` is closing: every call it was handling ends as peer gone, and
     /// every call it had asked for is cancelled at its handler.
     pub(super) fn fail_calls_through(&mut self, link: LinkId) {
         let ended = self.calls.extract_if(|e| match e {
-            CallEntry::Own { target } | CallEntry::Job { target } => *target == link,
+            CallEntry::Own { target, .. } | CallEntry::Job { target } => *target == link,
             CallEntry::Forward { origin, target, .. } => *target == link || *origin == link,
         });
         for (k, entry) in ended {
@@ -267,14 +306,13 @@ impl Kingpin {
                         let reply = Reply { id: origin_id, result: Err(Failure::PeerGone) };
                         self.push(origin, Kind::Reply, &reply, &[], Vec::new()).ok();
                     }
-                    if callbacks > 0 {
+                    if !callbacks.is_empty() {
                         self.push(origin, Kind::Release, &Release { call: origin_id }, &[], Vec::new()).ok();
                     }
                 }
                 CallEntry::Forward { target, replied, .. } => {
                     if !replied {
-                        self.dec_inflight(target);
-                        self.push(target, Kind::Cancel, &Cancel { id: k }, &[], Vec::new()).ok();
+                        self.withdraw_call(target, k);
                     }
                 }
             }
@@ -283,10 +321,15 @@ impl Kingpin {
 
     /// Frames that were waiting for a worker that is gone: "any one of a
     /// role" frames go to another worker of the role; requests end as peer
-    /// gone; the rest are dropped. fds of what is dropped are released.
+    /// gone; the rest are dropped. fds of what is dropped are released. The
+    /// Call of a request that has already ended goes nowhere.
     pub(super) fn reroute_early(&mut self, early: impl IntoIterator<Item = Early>) {
         for frame in early {
             let mut frame = frame;
+            if frame.call.is_some_and(|k| !self.calls.contains(k)) {
+                self.release(frame.fds);
+                continue;
+            }
             if let Some(to) = frame.reroute.clone()
                 && let Ok(next) = self.resolve_one(&to, None)
             {
@@ -311,7 +354,7 @@ impl Kingpin {
     /// Call `k` now waits for `next` instead.
     fn retarget(&mut self, k: u64, next: LinkId) {
         match self.calls.get_mut(k) {
-            Some(CallEntry::Own { target } | CallEntry::Forward { target, .. } | CallEntry::Job { target }) => {
+            Some(CallEntry::Own { target, .. } | CallEntry::Forward { target, .. } | CallEntry::Job { target }) => {
                 *target = next
             }
             None => return,
@@ -335,7 +378,7 @@ impl Kingpin {
             Some(CallEntry::Forward { origin, origin_id, callbacks, .. }) => {
                 let reply = Reply { id: origin_id, result: Err(failure) };
                 self.push(origin, Kind::Reply, &reply, &[], Vec::new()).ok();
-                if callbacks > 0 {
+                if !callbacks.is_empty() {
                     self.push(origin, Kind::Release, &Release { call: origin_id }, &[], Vec::new()).ok();
                 }
             }

@@ -17,7 +17,7 @@ use crate::error::SendError;
 use crate::fd::FdHandle;
 use crate::requester::RequestError;
 use crate::time::Instant;
-use crate::wire::{Call, Cancel, Kind, Source};
+use crate::wire::{Call, Kind, Source};
 use alloc::collections::{BTreeMap, VecDeque};
 use alloc::string::ToString;
 use alloc::vec::Vec;
@@ -187,7 +187,8 @@ impl Kingpin {
     pub(super) fn job_lost(&mut self, id: u64) {
         let Some(job) = self.jobs.jobs.get_mut(&id) else { return };
         job.running = None;
-        if job.retries_left > 0 && !job.fds_sent && self.shutdown.is_none() {
+        let role_failed = self.roles[job.role].failed;
+        if job.retries_left > 0 && !job.fds_sent && self.shutdown.is_none() && !role_failed {
             job.retries_left -= 1;
             let role = job.role;
             self.jobs.waiting.entry(role).or_default().push_front(id);
@@ -201,10 +202,18 @@ impl Kingpin {
     pub(super) fn expire_jobs(&mut self, now: Instant) {
         for (id, ()) in self.jobs.deadlines.expire(now) {
             if let Some(CallEntry::Job { target }) = self.calls.remove(id) {
-                self.dec_inflight(target);
-                self.push(target, Kind::Cancel, &Cancel { id }, &[], Vec::new()).ok();
+                self.withdraw_call(target, id);
             }
             self.end_job(id, Err(RequestError::TimedOut));
+        }
+    }
+
+    /// A role that failed takes no more work: its jobs still waiting end
+    /// now, with no route.
+    pub(super) fn fail_jobs_of_role(&mut self, role: usize) {
+        let waiting: Vec<u64> = self.jobs.waiting.get_mut(&role).map(|q| q.drain(..).collect()).unwrap_or_default();
+        for id in waiting {
+            self.end_job(id, Err(RequestError::NoRoute));
         }
     }
 

@@ -49,6 +49,8 @@ pub(super) struct Link {
     pub stopping: bool,
     /// When it must be gone after being asked to stop.
     pub stop_deadline: Option<Instant>,
+    /// The runtime was asked to kill its process.
+    pub killed: bool,
     /// It reported why it is dying.
     pub fatal: bool,
     /// Resident memory it last reported, in KiB.
@@ -81,6 +83,7 @@ impl Link {
             draining: false,
             stopping: false,
             stop_deadline: None,
+            killed: false,
             fatal: false,
             rss_kib: 0,
             spawned_at: now,
@@ -150,11 +153,11 @@ impl Kingpin {
                     Err((e, fds)) => Err((SendError::Encode(e), fds)),
                 }
             }
-            Phase::Spawning | Phase::Handshaking if l.early_bytes + payload.len() > early_limit => {
-                Err((SendError::Backpressure, fds))
-            }
+            // The whole encoded frame counts against the limit, as in
+            // `push_early`.
             Phase::Spawning | Phase::Handshaking => {
                 match encode_frame(kind as u8, meta, payload, fds.len(), l.out_max()) {
+                    Ok(frame) if l.early_bytes + frame.len() > early_limit => Err((SendError::Backpressure, fds)),
                     Ok(frame) => {
                         l.early_bytes += frame.len();
                         l.early.push_back(Early { frame, fds, reroute: queued.reroute, call: queued.call });

@@ -344,6 +344,7 @@ impl Kingpin {
                 k.spawn(role, slot as u32);
             }
         }
+        k.empty_roles_online();
         k
     }
 
@@ -420,7 +421,7 @@ impl Kingpin {
     /// turns a soft shutdown hard.
     pub fn shutdown(&mut self, hard: bool, now: Instant) {
         self.now = now;
-        self.begin_shutdown(hard, now);
+        self.begin_shutdown(hard, true, now);
     }
 
     /// Changes how many workers `role` has, within its min and max: growing
@@ -465,43 +466,72 @@ impl Kingpin {
     pub fn handle_spawned(&mut self, link: LinkId, pid: u32, now: Instant) {
         self.now = now;
         let deadline = now + self.config.handshake_timeout;
+        let pid_taken = self.pids.contains_key(&pid);
         let Some(l) = self.link_mut(link) else { return };
-        if l.phase != Phase::Spawning {
-            return;
+        match l.phase {
+            Phase::Spawning => {}
+            // Closed before its process existed (its role failed): the
+            // process is not wanted. It is killed, and reaped as usual.
+            Phase::Closing if l.info.pid == 0 && !pid_taken => {
+                l.info.pid = pid;
+                self.pids.insert(pid, link);
+                self.push_kill(link);
+                return;
+            }
+            _ => return,
         }
         l.phase = Phase::Handshaking;
         l.info.pid = pid;
         l.deadline = Some(deadline);
         l.spawned_at = now;
-        let info = l.info.clone();
+        let (info, unwanted) = (l.info.clone(), l.stopping);
         self.pids.insert(pid, link);
         self.event(Event::WorkerSpawned(info));
+        if unwanted {
+            // Drained (resize, shutdown) before its process existed.
+            self.push_kill(link);
+        }
     }
 
     /// The runtime could not start the process for `link`; the slot is
     /// retried after [`KingpinConfig::spawn_retry`].
     pub fn handle_spawn_failed(&mut self, link: LinkId, now: Instant) {
         let Some(l) = self.link(link) else { return };
-        if l.phase != Phase::Spawning {
-            return;
-        }
         let (role, slot) = (l.role, l.info.slot as usize);
+        match l.phase {
+            Phase::Spawning => {}
+            // Closed before its process existed (its role failed).
+            Phase::Closing if l.info.pid == 0 => {
+                self.remove_link(link);
+                return self.check_exit();
+            }
+            _ => return,
+        }
+        let unwanted = l.stopping;
         self.now = now;
         self.close(link, CloseReason::Transport("spawn failed"), None);
         self.remove_link(link);
         let retry = now + self.config.spawn_retry;
         let shutting_down = self.shutdown.is_some();
         if let Some(s) = self.roles[role].slots.get_mut(slot) {
+            let mine = s.link == Some(link) || s.replacement == Some(link);
             if s.replacement == Some(link) {
                 s.replacement = None;
             }
             if s.link == Some(link) {
                 s.link = None;
-                if !shutting_down && !s.retiring {
-                    s.respawn_at = Some(retry);
-                }
+            }
+            // Retried later: the slot's worker, or its reload's replacement.
+            // Not a restart.
+            if mine && !shutting_down && !s.retiring && !unwanted {
+                s.respawn_at = Some(retry);
+                s.restart_due = false;
+            }
+            if s.retiring {
+                self.retire_slots(role);
             }
         }
+        self.update_online(role);
         self.check_exit();
     }
 
@@ -578,11 +608,10 @@ impl Kingpin {
         for role in 0..self.roles.len() {
             for slot in 0..self.roles[role].slots.len() {
                 let s = &mut self.roles[role].slots[slot];
-                if s.respawn_at.is_some_and(|t| t <= now) && s.link.is_none() {
+                if s.respawn_at.is_some_and(|t| t <= now) {
                     s.respawn_at = None;
-                    if self.shutdown.is_none() && !self.roles[role].failed {
-                        self.spawn(role, slot as u32);
-                    }
+                    let counted = core::mem::take(&mut s.restart_due);
+                    self.respawn(role, slot, counted, now);
                 }
             }
         }
@@ -636,7 +665,7 @@ impl Kingpin {
         let call = calls::NewCall { id, from: Source::Kingpin, ns, name, timeout_ms, callbacks: &cbs };
         match self.dispatch_call(None, &to, &call, payload, fds) {
             Ok(target) => {
-                self.calls.insert(id, Instant::MAX, CallEntry::Own { target });
+                self.calls.insert(id, deadline, CallEntry::Own { target, replied: false });
                 Ok((id, cbs))
             }
             Err(failure) => {
@@ -651,14 +680,19 @@ impl Kingpin {
         }
     }
 
-    /// Ends the kingpin's request `id` now as [`RequestError::Cancelled`] and
-    /// tells its worker to stop. False if it had already ended.
+    /// Ends the kingpin's request `id` now as [`RequestError::Cancelled`],
+    /// releases its callbacks ([`Event::CallbackReleased`]) and tells its
+    /// worker to stop (a Call still waiting for a starting worker is taken
+    /// back instead). False if it had already ended.
     pub fn cancel(&mut self, id: u64) -> bool {
         if !self.requests.close(id, false) {
             return false;
         }
         self.end_own_call(id);
         self.event(Event::Reply { id, result: Err(RequestError::Cancelled) });
+        for callback in self.requests.release_callbacks(id) {
+            self.event(Event::CallbackReleased { callback });
+        }
         true
     }
 
@@ -765,6 +799,7 @@ impl Kingpin {
             return self.close(link, CloseReason::VersionMismatch { ours, theirs: hello.version }, Some(reject));
         }
         let now = self.now;
+        let first_ping = self.config.heartbeat.map(|_| now);
         let starts_ready = self.link(link).is_some_and(|l| self.roles[l.role].spec.ready_on_connect);
         let settings = Settings {
             app: self.config.app.clone(),
@@ -787,6 +822,10 @@ impl Kingpin {
         l.deadline = None;
         l.up_at = Some(now);
         l.last_seen = now;
+        // The first Ping is due at once: `poll_timeout` wakes the runtime
+        // for it, so a worker that is idle but alive is pinged (and answers)
+        // long before it could be taken for hung.
+        l.next_ping = first_ping;
         l.exports = hello.exports;
         for early in core::mem::take(&mut l.early) {
             l.out.push_encoded(&early.frame, early.fds);
@@ -830,8 +869,13 @@ impl Kingpin {
         let leftover: Vec<FdHandle> = l.dec.drain_fds().chain(l.out.clear()).collect();
         let early = core::mem::take(&mut l.early);
         l.early_bytes = 0;
+        let farewell_sent = farewell.is_some();
         if let Some(reject) = farewell {
             l.out.push(Kind::Reject as u8, &reject, &[], Vec::new()).ok();
+            // Give the worker a moment to read why before it is killed.
+            if l.stop_deadline.is_none() {
+                l.stop_deadline = Some(eof_deadline);
+            }
         }
         let info = l.info.clone();
         self.release(leftover);
@@ -843,9 +887,10 @@ impl Kingpin {
             CloseReason::Exited => {}
             CloseReason::Eof if expected => {}
             CloseReason::Eof => self.event(Event::LinkClosed(info, reason)),
+            _ if farewell_sent => self.event(Event::LinkClosed(info, reason)),
             _ => {
-                if had_process && self.pids.contains_key(&info.pid) {
-                    self.outputs.push_back(Output::Kill { pid: info.pid, link });
+                if had_process {
+                    self.push_kill(link);
                 }
                 self.event(Event::LinkClosed(info, reason));
             }

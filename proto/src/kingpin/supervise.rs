@@ -19,7 +19,12 @@ pub(super) struct Slot {
     pub link: Option<LinkId>,
     /// A replacement starting during a rolling reload.
     pub replacement: Option<LinkId>,
+    /// When the slot's missing worker (or reload replacement) is to be
+    /// started: a delayed restart, or the retry of a failed spawn.
     pub respawn_at: Option<Instant>,
+    /// Whether the start due at `respawn_at` is a restart (it counts against
+    /// the role's intensity when it happens), not a retry of a failed spawn.
+    pub restart_due: bool,
     /// Restarts of this slot so far.
     pub restarts: u32,
     /// Restarts in a row without staying up for `Backoff::reset_after`.
@@ -30,8 +35,32 @@ pub(super) struct Slot {
 
 impl Slot {
     pub(super) fn new() -> Slot {
-        Slot { link: None, replacement: None, respawn_at: None, restarts: 0, consecutive: 0, retiring: false }
+        Slot {
+            link: None,
+            replacement: None,
+            respawn_at: None,
+            restart_due: false,
+            restarts: 0,
+            consecutive: 0,
+            retiring: false,
+        }
     }
+
+    /// Forgets a start that was due.
+    fn cancel_respawn(&mut self) {
+        self.respawn_at = None;
+        self.restart_due = false;
+    }
+}
+
+/// A rolling reload under way.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Reload {
+    /// The slot being replaced; those before it are done.
+    pub slot: usize,
+    /// Workers with this id or a higher one were started after the reload
+    /// began: they already run the new code.
+    pub since: u64,
 }
 
 pub(super) struct Role {
@@ -39,13 +68,14 @@ pub(super) struct Role {
     pub spec: RoleSpec,
     pub slots: Vec<Slot>,
     pub next_any: usize,
-    /// Restart times within the intensity window.
+    /// When the role's recent restarts were started (the Spawns), oldest
+    /// first.
     pub history: VecDeque<Instant>,
     pub failed: bool,
     pub online: bool,
     pub last_error: Option<String>,
-    /// The slot a rolling reload is replacing, if one is under way.
-    pub reloading: Option<usize>,
+    /// The rolling reload under way, if any.
+    pub reloading: Option<Reload>,
 }
 
 impl Role {
@@ -138,8 +168,9 @@ impl Kingpin {
             return;
         }
         let Some(s) = self.roles[role].slots.get_mut(slot) else { return };
-        if s.replacement == Some(link) {
-            // A reload's replacement died before it was ready: try again.
+        let was_replacement = s.replacement == Some(link);
+        if was_replacement {
+            // A reload's replacement died before it took over.
             s.replacement = None;
         } else if s.link == Some(link) {
             s.link = None;
@@ -148,6 +179,13 @@ impl Kingpin {
         }
         if s.retiring {
             self.retire_slots(role);
+            self.continue_reload(role);
+            return;
+        }
+        if !was_replacement && s.replacement.is_some() {
+            // The old worker of a slot under reload: its replacement, already
+            // starting, takes the slot once ready.
+            self.update_online(role);
             return;
         }
         let restart = match self.roles[role].spec.restart {
@@ -156,10 +194,14 @@ impl Kingpin {
             Restart::Temporary => false,
         };
         if !restart || self.roles[role].failed {
+            if was_replacement {
+                // This slot keeps its old worker; the reload moves on.
+                self.skip_reload_slot(role, slot);
+            }
             self.update_online(role);
             return;
         }
-        if !self.record_restart(role, now) {
+        if !self.may_restart(role, now) {
             return self.fail_role(role);
         }
         let backoff = self.config.backoff;
@@ -171,23 +213,62 @@ impl Kingpin {
         s.consecutive += 1;
         s.restarts += 1;
         if delay.is_zero() {
-            self.spawn(role, slot as u32);
+            self.respawn(role, slot, true, now);
         } else {
             s.respawn_at = Some(now + delay);
+            s.restart_due = true;
         }
         self.update_online(role);
+        self.continue_reload(role);
     }
 
-    /// Counts a restart against the role's intensity; false if it is one
-    /// too many.
-    fn record_restart(&mut self, role: usize, now: Instant) -> bool {
+    /// Whether `role` may make one more restart now: the restarts started
+    /// within the intensity window, plus those already decided and waiting
+    /// for their backoff, plus this one, are at most `max_restarts`. Counting
+    /// the waiting ones keeps every window of started restarts (Spawns)
+    /// within the intensity, however late they are started.
+    fn may_restart(&mut self, role: usize, now: Instant) -> bool {
         let r = &mut self.roles[role];
         let window = r.spec.intensity.within;
         while r.history.front().is_some_and(|t| now.saturating_duration_since(*t) >= window) {
             r.history.pop_front();
         }
-        r.history.push_back(now);
-        r.history.len() <= r.spec.intensity.max_restarts as usize
+        let waiting = r.slots.iter().filter(|s| s.restart_due).count();
+        r.history.len() + waiting < r.spec.intensity.max_restarts as usize
+    }
+
+    /// Starts what `slot` lacks: its worker if it has none, else the
+    /// replacement its reload is waiting for. A restart (`counted`) is
+    /// recorded against the role's intensity.
+    pub(super) fn respawn(&mut self, role: usize, slot: usize, counted: bool, now: Instant) {
+        let r = &self.roles[role];
+        let Some(s) = r.slots.get(slot) else { return };
+        if s.retiring || r.failed || self.shutdown.is_some() {
+            return;
+        }
+        let fill_link = s.link.is_none();
+        let fill_replacement = !fill_link
+            && s.replacement.is_none()
+            && r.reloading.is_some_and(|rl| rl.slot == slot && !self.is_new(s.link, rl.since));
+        if !fill_link && !fill_replacement {
+            return;
+        }
+        if counted {
+            self.roles[role].history.push_back(now);
+        }
+        let link = self.new_link(role, slot as u32);
+        let s = &mut self.roles[role].slots[slot];
+        if fill_link {
+            s.link = Some(link);
+        } else {
+            s.replacement = Some(link);
+        }
+    }
+
+    /// Whether the worker on `link` was started at or after worker id
+    /// `since` (so runs the code a reload brings).
+    fn is_new(&self, link: Option<LinkId>, since: u64) -> bool {
+        link.and_then(|l| self.link(l)).is_some_and(|l| l.info.id >= since)
     }
 
     /// The role restarted too often: stop it, report it, and shut the app
@@ -199,27 +280,32 @@ impl Kingpin {
         }
         r.failed = true;
         r.online = false;
+        r.reloading = None;
         let name = r.name.clone();
         let last_error = r.last_error.clone();
         let links: Vec<LinkId> = r
             .slots
             .iter_mut()
             .flat_map(|s| {
-                s.respawn_at = None;
+                s.cancel_respawn();
                 [s.link.take(), s.replacement.take()]
             })
             .flatten()
             .collect();
         for link in links {
+            if let Some(l) = self.link_mut(link) {
+                l.stopping = true;
+            }
             self.close(link, CloseReason::Stopped, None);
         }
+        // No worker will take the jobs still waiting for the role.
+        self.fail_jobs_of_role(role);
         self.event(Event::RoleFailed { role: name, last_error });
         if self.config.on_role_failure == OnRoleFailure::ShutdownApp {
+            // Unclean from the start: it may end at once, if no worker is
+            // left to stop.
             let now = self.now;
-            self.begin_shutdown(false, now);
-            if let Some(sd) = &mut self.shutdown {
-                sd.clean = false;
-            }
+            self.begin_shutdown(false, false, now);
         }
     }
 
@@ -238,9 +324,13 @@ impl Kingpin {
         }
     }
 
-    /// `link` can take work now.
+    /// `link` can take work now (a worker that is draining or asked to stop
+    /// takes none: nothing happens).
     pub(super) fn became_ready(&mut self, link: LinkId) {
         let Some(l) = self.link(link) else { return };
+        if l.draining || l.stopping {
+            return;
+        }
         let (role, slot, info) = (l.role, l.info.slot as usize, l.info.clone());
         self.event(Event::WorkerReady(info));
         // A reload's replacement is ready: it takes the slot; the old worker
@@ -253,7 +343,7 @@ impl Kingpin {
             if let Some(old) = old {
                 self.drain(old);
             }
-            self.continue_reload(role);
+            self.skip_reload_slot(role, slot);
         }
         self.update_online(role);
         self.dispatch_jobs(role);
@@ -279,19 +369,26 @@ impl Kingpin {
         }
     }
 
+    /// Roles with no slot at all are online from the start (their workers,
+    /// none, are all ready).
+    pub(super) fn empty_roles_online(&mut self) {
+        for role in 0..self.roles.len() {
+            if self.roles[role].slots.is_empty() {
+                self.update_online(role);
+            }
+        }
+    }
+
     /// Stops giving `link` work; once nothing is in flight, asks it to stop.
+    /// A worker still starting is killed instead (once its process exists).
     pub(super) fn drain(&mut self, link: LinkId) {
         let Some(l) = self.link_mut(link) else { return };
-        if l.phase != Phase::Up {
-            let (pid, has_pid) = (l.info.pid, l.phase == Phase::Handshaking);
-            l.stopping = true;
-            if has_pid {
-                self.outputs.push_back(Output::Kill { pid, link });
-            }
-            return;
-        }
         l.draining = true;
-        self.finish_drain(link);
+        match l.phase {
+            Phase::Up => self.finish_drain(link),
+            Phase::Spawning | Phase::Handshaking => self.kill(link),
+            Phase::Closing => {}
+        }
     }
 
     /// Sends Stop to a draining worker that has nothing left in flight.
@@ -312,17 +409,43 @@ impl Kingpin {
     /// stops them. Returns the count in force.
     pub(super) fn resize_role(&mut self, role: usize, wanted: u32) -> u32 {
         let r = &mut self.roles[role];
-        let wanted = wanted.clamp(r.spec.min, r.spec.max);
+        // Not `clamp`: a configuration with `min > max` must not panic.
+        let wanted = wanted.max(r.spec.min).min(r.spec.max);
         let current = r.slots.len() as u32;
         if r.failed || self.shutdown.is_some() {
-            return current;
+            return r.spec.workers;
         }
         r.spec.workers = wanted;
+        // Slots that were retiring and are wanted again: a worker not yet
+        // asked to stop goes back to work; an empty slot is filled.
+        let mut unretired = Vec::new();
         for slot in 0..current.min(wanted) {
-            r.slots[slot as usize].retiring = false;
+            let s = &mut r.slots[slot as usize];
+            if s.retiring {
+                s.retiring = false;
+                unretired.push(slot as usize);
+            }
+        }
+        for slot in unretired {
+            let s = &self.roles[role].slots[slot];
+            let (link, replacement) = (s.link, s.replacement);
+            if let Some(l) = link.and_then(|id| self.link_mut(id)) {
+                if l.stopping {
+                    // On its way out: it leaves the slot, as a reload's old
+                    // worker does, and a new worker takes the slot now.
+                    self.roles[role].slots[slot].link = None;
+                } else {
+                    l.draining = false;
+                }
+            }
+            if replacement.and_then(|id| self.link(id)).is_some_and(|l| l.stopping) {
+                self.roles[role].slots[slot].replacement = None;
+            }
+            let now = self.now;
+            self.respawn(role, slot, false, now);
         }
         for _ in current..wanted {
-            r.slots.push(Slot::new());
+            self.roles[role].slots.push(Slot::new());
         }
         for slot in current..wanted {
             self.spawn(role, slot);
@@ -331,8 +454,11 @@ impl Kingpin {
         let mut to_drain = Vec::new();
         for slot in wanted..current {
             let s = &mut r.slots[slot as usize];
+            if s.retiring {
+                continue;
+            }
             s.retiring = true;
-            s.respawn_at = None;
+            s.cancel_respawn();
             to_drain.extend(s.link.into_iter().chain(s.replacement));
         }
         for link in to_drain {
@@ -340,11 +466,12 @@ impl Kingpin {
         }
         self.retire_slots(role);
         self.update_online(role);
+        self.continue_reload(role);
         wanted
     }
 
     /// Drops retiring slots at the end of the role that have no worker left.
-    fn retire_slots(&mut self, role: usize) {
+    pub(super) fn retire_slots(&mut self, role: usize) {
         let r = &mut self.roles[role];
         while r.slots.last().is_some_and(|s| s.retiring && s.link.is_none() && s.replacement.is_none()) {
             r.slots.pop();
@@ -354,36 +481,57 @@ impl Kingpin {
     /// Starts a rolling restart of `role`: one slot at a time, a new worker
     /// is started, and once it is ready the old one drains and stops.
     pub(super) fn reload_role(&mut self, role: usize) -> bool {
+        let since = self.next_worker;
         let r = &mut self.roles[role];
         if r.failed || r.reloading.is_some() || self.shutdown.is_some() {
             return false;
         }
-        r.reloading = Some(0);
+        r.reloading = Some(Reload { slot: 0, since });
         self.continue_reload(role);
         true
     }
 
-    /// Starts the replacement for the next slot of a reload, if any.
+    /// The reload is done with `slot` (its replacement took over, or it
+    /// keeps its old worker): on to the next one.
+    fn skip_reload_slot(&mut self, role: usize, slot: usize) {
+        if let Some(rl) = &mut self.roles[role].reloading
+            && rl.slot == slot
+        {
+            rl.slot += 1;
+        }
+        self.continue_reload(role);
+    }
+
+    /// Moves the reload on to the next slot that still runs an old worker,
+    /// and starts its replacement; reports the reload once every slot is
+    /// done. A slot waits while its replacement starts, or while a restart
+    /// of its replacement waits for its backoff.
     fn continue_reload(&mut self, role: usize) {
         loop {
-            let r = &mut self.roles[role];
-            let Some(next) = r.reloading else { return };
-            if next >= r.slots.len() {
-                r.reloading = None;
-                let name = r.name.clone();
+            let Some(rl) = self.roles[role].reloading else { return };
+            let r = &self.roles[role];
+            let Some(s) = r.slots.get(rl.slot) else {
+                self.roles[role].reloading = None;
+                let name = self.roles[role].name.clone();
                 self.event(Event::RoleReloaded(name));
                 return;
+            };
+            if s.replacement.is_some() {
+                return;
             }
-            r.reloading = Some(next + 1);
-            let s = &mut r.slots[next];
-            if s.retiring || s.replacement.is_some() {
+            // Done: removed by a resize, empty (revived by its own policy,
+            // with new code), or already new.
+            if s.retiring || s.link.is_none() || self.is_new(s.link, rl.since) {
+                if let Some(rl) = &mut self.roles[role].reloading {
+                    rl.slot += 1;
+                }
                 continue;
             }
-            if s.link.is_none() {
-                continue; // an empty slot is revived by its own policy
+            if s.respawn_at.is_some() {
+                return;
             }
-            let link = self.new_link(role, next as u32);
-            self.roles[role].slots[next].replacement = Some(link);
+            let link = self.new_link(role, rl.slot as u32);
+            self.roles[role].slots[rl.slot].replacement = Some(link);
             return;
         }
     }
@@ -415,19 +563,23 @@ impl Kingpin {
     }
 
     /// Starts a shutdown: soft asks every worker to finish and stop and kills
-    /// the rest after the grace period; hard kills everyone now.
-    pub(super) fn begin_shutdown(&mut self, hard: bool, now: Instant) {
+    /// the rest after the grace period; hard kills everyone now. A shutdown
+    /// started as not `clean` (a role failed) can only end unclean.
+    pub(super) fn begin_shutdown(&mut self, hard: bool, clean: bool, now: Instant) {
+        if let Some(sd) = &mut self.shutdown {
+            sd.clean &= clean;
+        }
         match &mut self.shutdown {
             Some(sd) if sd.hard || !hard => return,
             Some(sd) => sd.hard = true,
             None => {
-                self.shutdown = Some(Shutdown { hard, deadline: now + self.config.shutdown_grace, clean: true });
+                self.shutdown = Some(Shutdown { hard, deadline: now + self.config.shutdown_grace, clean });
             }
         }
         for role in self.roles.iter_mut() {
             role.reloading = None;
             for s in role.slots.iter_mut() {
-                s.respawn_at = None;
+                s.cancel_respawn();
             }
         }
         let links: Vec<LinkId> = self.links.iter().map(|(key, l)| super::make_id(key, l.generation)).collect();
@@ -442,17 +594,26 @@ impl Kingpin {
         self.check_exit();
     }
 
-    /// Kills `link`'s process (or forgets a spawn not yet started).
+    /// Kills `link`'s process; one still being spawned is killed as soon
+    /// as it exists ([`Kingpin::handle_spawned`]).
     pub(super) fn kill(&mut self, link: LinkId) {
         let Some(l) = self.link_mut(link) else { return };
         l.stopping = true;
-        let (pid, phase) = (l.info.pid, l.phase);
-        if phase == Phase::Spawning {
+        self.push_kill(link);
+    }
+
+    /// Asks the runtime to kill `link`'s process, once: only if it has one
+    /// that has not been reaped nor already killed.
+    pub(super) fn push_kill(&mut self, link: LinkId) {
+        let Some(l) = self.link(link) else { return };
+        let pid = l.info.pid;
+        if l.killed || l.phase == Phase::Spawning || self.pids.get(&pid) != Some(&link) {
             return;
         }
-        if self.pids.contains_key(&pid) {
-            self.outputs.push_back(Output::Kill { pid, link });
+        if let Some(l) = self.link_mut(link) {
+            l.killed = true;
         }
+        self.outputs.push_back(Output::Kill { pid, link });
     }
 
     /// A soft shutdown past its grace, or drained workers past theirs.
@@ -473,10 +634,7 @@ impl Kingpin {
             && !sd.hard
             && sd.deadline <= now
         {
-            if let Some(sd) = &mut self.shutdown {
-                sd.clean = false;
-            }
-            self.begin_shutdown(true, now);
+            self.begin_shutdown(true, false, now);
         }
     }
 

@@ -389,6 +389,22 @@ pub enum WEvent {
     Stop { grace: core::time::Duration },
 }
 
+/// Which input to the kingpin a Spawn came out of (exact only with
+/// [`Sim::eager`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Cause {
+    /// A call the test made itself (resize, reload, …), or unknown.
+    Test,
+    /// `handle_exited` for a worker of this role and slot.
+    Exit { role: String, slot: u32 },
+    /// `handle_timeout`.
+    Timeout,
+    /// `handle_read` or `handle_eof`.
+    Read,
+    /// `handle_spawn_failed`.
+    SpawnFailed,
+}
+
 type HelloRewrite = Box<dyn FnMut(&mut Hello)>;
 
 /// One worker process.
@@ -475,6 +491,13 @@ pub struct Sim {
     pub kills: Vec<(u32, LinkId)>,
     /// Every `Output::CloseLink`, in order.
     pub closed_links: Vec<LinkId>,
+    /// When set, the kingpin's outputs are drained right after each input
+    /// the sim feeds it, so that [`Sim::spawn_log`] knows what caused each
+    /// Spawn.
+    pub eager: bool,
+    /// Every `Output::Spawn`, with the virtual time and its cause.
+    pub spawn_log: Vec<(Instant, Spawn, Cause)>,
+    cause: Cause,
     /// Every kingpin event, in order.
     pub events: Vec<KEvent>,
     pub procs: BTreeMap<u32, Proc>,
@@ -508,6 +531,9 @@ impl Sim {
             spawns: Vec::new(),
             kills: Vec::new(),
             closed_links: Vec::new(),
+            eager: false,
+            spawn_log: Vec::new(),
+            cause: Cause::Test,
             events: Vec::new(),
             procs: BTreeMap::new(),
             links: BTreeMap::new(),
@@ -551,7 +577,9 @@ impl Sim {
     pub fn advance(&mut self, by: Duration) {
         self.now = self.now + by;
         if self.kingpin.poll_timeout().is_some_and(|t| t <= self.now) {
+            self.before_input();
             self.kingpin.handle_timeout(self.now);
+            self.after_input(Cause::Timeout);
         }
         for p in self.procs.values_mut() {
             if p.frozen {
@@ -585,6 +613,29 @@ impl Sim {
         }
     }
 
+    /// With [`Sim::eager`]: what the test's own calls left is drained first,
+    /// as theirs.
+    fn before_input(&mut self) {
+        if self.eager {
+            self.drain_kingpin();
+        }
+    }
+
+    /// With [`Sim::eager`]: drains what the input just fed produced.
+    fn after_input(&mut self, cause: Cause) {
+        if self.eager {
+            self.cause = cause;
+            self.drain_kingpin();
+            self.cause = Cause::Test;
+        }
+    }
+
+    /// Handles every output the kingpin has now (what the test's own calls
+    /// produced, with [`Sim::eager`]).
+    pub fn drain(&mut self) {
+        self.drain_kingpin();
+    }
+
     fn drain_kingpin(&mut self) -> bool {
         let mut progress = false;
         while let Some(out) = self.kingpin.poll_output() {
@@ -592,6 +643,7 @@ impl Sim {
             match out {
                 Output::Spawn(s) => {
                     self.spawns.push(s.clone());
+                    self.spawn_log.push((self.now, s.clone(), self.cause.clone()));
                     let fresh = SimLink {
                         pid: None,
                         to_worker: Pipe::new(),
@@ -867,7 +919,9 @@ impl Sim {
                 let n = self.chunker.next(l.to_kingpin.len());
                 let (bytes, files) = l.to_kingpin.read(n).unwrap();
                 let fds = files.into_iter().map(|f| self.ledger.mint(f, Side::Kingpin)).collect();
+                self.before_input();
                 self.kingpin.handle_read(link, &bytes, fds, self.now);
+                self.after_input(Cause::Read);
                 progress = true;
             }
             let l = self.links.get_mut(&link).unwrap();
@@ -942,7 +996,9 @@ impl Sim {
     /// The socketpair stays until the kingpin asks for it to be closed.
     pub fn fail_spawn(&mut self, link: LinkId) {
         self.take_pending(link);
+        self.before_input();
         self.kingpin.handle_spawn_failed(link, self.now);
+        self.after_input(Cause::SpawnFailed);
     }
 
     /// The process `pid` ends with `status`: what it computed is drained, the
@@ -959,6 +1015,8 @@ impl Sim {
         let l = self.links.get_mut(&link).unwrap();
         let lost = l.to_worker.discard();
         self.ledger.lost_in_socket.extend(lost);
+        self.before_input();
+        let l = self.links.get_mut(&link).unwrap();
         if l.kingpin_open {
             while !l.to_kingpin.is_empty() {
                 let n = self.chunker.next(l.to_kingpin.len());
@@ -970,7 +1028,10 @@ impl Sim {
                 self.kingpin.handle_eof(link, self.now);
             }
         }
+        self.after_input(Cause::Read);
         self.kingpin.handle_exited(pid, status, self.now);
+        let (role, slot) = (self.procs[&pid].role.clone(), self.procs[&pid].slot);
+        self.after_input(Cause::Exit { role, slot });
     }
 
     /// Lets `pid` run once: its outputs are drained and its bytes written
