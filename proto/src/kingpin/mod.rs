@@ -478,11 +478,16 @@ impl Kingpin {
                 self.push_kill(link);
                 return;
             }
+            // The runtime read the worker's Hello before it reported the
+            // spawn: the link is already up; it only lacks its pid.
+            Phase::Handshaking | Phase::Up if l.info.pid == 0 && !pid_taken => {}
             _ => return,
         }
-        l.phase = Phase::Handshaking;
+        if l.phase == Phase::Spawning {
+            l.phase = Phase::Handshaking;
+            l.deadline = Some(deadline);
+        }
         l.info.pid = pid;
-        l.deadline = Some(deadline);
         l.spawned_at = now;
         let (info, unwanted) = (l.info.clone(), l.stopping);
         self.pids.insert(pid, link);
