@@ -178,6 +178,28 @@ impl Kingpin {
         self.send_raw(to, DEFAULT_NAMESPACE, name, &payload, Vec::new())
     }
 
+    /// Sends message `name` to every live worker of `role` (or every worker,
+    /// if `None`), each with its own duplicate of every fd in `fds` (a
+    /// listening socket, say): one fd can only travel to one recipient, so
+    /// the kingpin dups it per worker and closes its own copies. Returns how
+    /// many workers it was queued for.
+    pub fn broadcast(&mut self, role: Option<&str>, ns: &str, name: &str, payload: &[u8], fds: Vec<OwnedFd>) -> usize {
+        let pids: Vec<u32> = self
+            .proto
+            .workers()
+            .filter(|(w, phase)| *phase != Phase::Closing && w.pid != 0 && role.is_none_or(|r| *w.role == *r))
+            .map(|(w, _)| w.pid)
+            .collect();
+        let mut sent = 0;
+        for pid in pids {
+            let Ok(copies) = fds.iter().map(|fd| fd.try_clone()).collect::<std::io::Result<Vec<_>>>() else { continue };
+            if self.send_raw(Target::Pid(pid), ns, name, payload, copies).is_ok() {
+                sent += 1;
+            }
+        }
+        sent
+    }
+
     /// Sends raw bytes with fds (given up by the caller).
     pub fn send_raw(
         &mut self,

@@ -76,11 +76,48 @@ impl Listener {
         }
     }
 
+    /// The TCP address, for a TCP listener.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        match self {
+            Listener::Tcp(t) => t.local_addr().ok(),
+            Listener::Unix(_) => None,
+        }
+    }
+
     /// A new handle to the same socket.
     pub fn try_clone_fd(&self) -> io::Result<OwnedFd> {
         match self {
             Listener::Tcp(l) => l.as_fd().try_clone_to_owned(),
             Listener::Unix(l) => l.as_fd().try_clone_to_owned(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    #[test]
+    fn a_passed_fd_comes_back_as_the_same_kind_of_listener() {
+        let dir = std::env::temp_dir().join(format!("mob-listen-test-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let path = dir.join("sock");
+        let unix = Listener::bind(&ListenAddr::Unix(path.clone())).unwrap();
+        let Listener::Unix(again) = Listener::from_fd(unix.try_clone_fd().unwrap()).unwrap() else {
+            panic!("a Unix listener came back as TCP")
+        };
+        let mut client = std::os::unix::net::UnixStream::connect(&path).unwrap();
+        client.write_all(b"hi").unwrap();
+        let (mut conn, _) = again.accept().unwrap();
+        let mut buf = [0u8; 2];
+        conn.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"hi");
+
+        let tcp = Listener::bind(&ListenAddr::Tcp("127.0.0.1:0".parse().unwrap())).unwrap();
+        let addr = tcp.local_addr().unwrap();
+        let back = Listener::from_fd(tcp.try_clone_fd().unwrap()).unwrap();
+        assert_eq!(back.local_addr(), Some(addr));
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

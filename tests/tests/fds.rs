@@ -162,3 +162,31 @@ fn the_kingpin_leaks_no_fd_however_messages_end() {
     assert_eq!(after, before, "the kingpin's open fds (/proc/{kingpin}/fd) changed");
     assert!(eventually(Duration::from_secs(1), || pids.iter().all(|p| alive(*p))));
 }
+
+#[test]
+fn a_job_carries_a_connection_and_its_answer_carries_a_stream() {
+    let mut app = TestApp::start(env!("CARGO_BIN_EXE_mob-test-app"), "w:2", &[]);
+    app.wait_for(|l| l.what == "app-online");
+    app.command("sockjob w");
+    let l = app.wait_for(|l| l.what == "sockjob");
+    assert_eq!(l.rest, format!("answered on the socket by {0} | streamed by {0}", l.pid));
+}
+
+#[test]
+fn a_broadcast_gives_every_worker_its_own_copy_of_an_fd() {
+    let mut app = TestApp::start(env!("CARGO_BIN_EXE_mob-test-app"), "w:3,x:1", &[]);
+    app.wait_for(|l| l.what == "app-online");
+    let before = fd_count(&mut app);
+    app.command("broadcastfd w");
+    let b = app.wait_for(|l| l.what == "broadcast");
+    let (n, ino) = b.rest.trim().split_once(' ').unwrap();
+    assert_eq!(n, "3");
+    let mut got = BTreeSet::new();
+    while got.len() < 3 {
+        let l = app.wait_for(|l| l.what == "message" && l.rest.starts_with("report holdfd "));
+        assert_eq!(l.role, "w");
+        assert_eq!(l.rest, format!("report holdfd {ino}"), "every worker holds the same pipe");
+        got.insert(l.pid);
+    }
+    assert_eq!(fd_count(&mut app), before, "the kingpin keeps no copy");
+}

@@ -41,6 +41,7 @@ fn each_kind_of_bad_input_closes_only_that_link_with_a_typed_error() {
         ("stray-fd", "bad input from peer: 1 fds arrived that no frame claims"),
         ("unknown-kind", "bad input from peer: unknown frame kind 200"),
     ];
+    // (A flood of valid frames is not bad input: see the test below.)
     let mut app = start("a:1,b:2");
     let (mut a, b) = online(&app);
     b_still_answers(&mut app, "warmup");
@@ -96,4 +97,22 @@ fn a_peer_that_stops_reading_meets_backpressure_not_unbounded_memory() {
     let rss = rss_kib(kingpin);
     assert!(rss < 64 * 1024, "kingpin RSS {rss} KiB");
     b_still_answers(&mut app, "meanwhile");
+}
+
+#[test]
+fn a_worker_flooding_the_kingpin_does_not_starve_the_others() {
+    let mut app = start("a:1,b:2");
+    let (a, _) = online(&app);
+    let kingpin = app.pid();
+    // 200,000 frames as fast as one worker can write them, routed to b.
+    app.command(&format!("send pid:{a} hostile flood"));
+    b_still_answers(&mut app, "during");
+    b_still_answers(&mut app, "after");
+    // The flooder is not punished for sending valid frames...
+    app.command(&format!("request pid:{a} echo alive 20000"));
+    let reply = app.wait_for(|l| l.what == "reply" && l.rest.starts_with("alive"));
+    assert!(reply.rest.starts_with("alive ok alive from "), "{}", reply.rest);
+    // ...and the kingpin's memory stays bounded by its queues.
+    let rss = rss_kib(kingpin);
+    assert!(rss < 64 * 1024, "kingpin RSS {rss} KiB");
 }

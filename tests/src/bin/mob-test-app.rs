@@ -40,7 +40,7 @@
 
 use mob_mio::{App, Error, Event, Handle, Mobster, Outcome, Request, Source, Target};
 use std::cell::RefCell;
-use std::io::{BufRead, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::process::ExitCode;
 use std::rc::Rc;
@@ -111,6 +111,11 @@ fn worker(mut mob: Mobster) -> Result<(), Error> {
         std::process::exit(0);
     }
     mob.on("boom", |_mob, _msg| panic!("boom in the handler"));
+    mob.on("holdfd", |mob, msg| {
+        // Reports which file the fd it got refers to.
+        let ino = msg.fds.first().and_then(|fd| nix::sys::stat::fstat(fd).ok()).map_or(0, |st| st.st_ino);
+        report(mob, format!("holdfd {ino}"));
+    });
     mob.on("hostile", |_mob, msg| hostile(&msg.decode::<String>().unwrap_or_default()));
     mob.on("stall", |_mob, _msg| {
         loop {
@@ -129,7 +134,7 @@ fn worker(mut mob: Mobster) -> Result<(), Error> {
         let mb: usize = msg.decode::<String>().ok().and_then(|s| s.parse().ok()).unwrap_or(0);
         hoard.borrow_mut().push(vec![1u8; mb << 20]);
     });
-    mob.on_job(|_mob, job| {
+    mob.on_job(|_mob, mut job| {
         let text: String = job.decode().unwrap_or_default();
         let pid = std::process::id().to_string();
         match text.split_once(' ') {
@@ -142,6 +147,18 @@ fn worker(mut mob: Mobster) -> Result<(), Error> {
                 });
             }
             _ if text == "exit" => std::process::exit(4),
+            // The job carries a connection: answer on it, and hand back a
+            // pipe for a stream.
+            _ if text == "sock" => {
+                let mut fds = job.fds.drain(..).collect::<Vec<_>>();
+                if let Some(conn) = fds.pop() {
+                    let mut conn = std::os::unix::net::UnixStream::from(conn);
+                    writeln!(conn, "answered on the socket by {pid}").ok();
+                }
+                let (r, w) = nix::unistd::pipe().expect("pipe");
+                std::fs::File::from(w).write_all(format!("streamed by {pid}\n").as_bytes()).ok();
+                job.respond_raw(postcard::to_allocvec(&pid).unwrap_or_default(), vec![r]).ok();
+            }
             _ => {
                 job.respond(&pid).ok();
             }
@@ -200,6 +217,19 @@ fn hostile(kind: &str) {
         // An fd in the middle of a frame, claimed by nothing.
         "stray-fd" => mob_sys::channel::send_with_fds(&fd, &frame[..10], &[])
             .and_then(|_| mob_sys::channel::send_with_fds(&fd, &frame[10..], &[r.as_raw_fd()])),
+        // A flood: many valid frames as fast as we can write them.
+        "flood" => {
+            let send = Send { to: T::Role("b".into()), ns: "_".into(), name: "flooded".into() };
+            let one = encode_frame(Kind::Send as u8, &send, &[0u8; 64], 0, 1 << 20).expect("a frame");
+            let batch: Vec<u8> = one.iter().copied().cycle().take(one.len() * 1000).collect();
+            mob_sys::channel::set_nonblocking(&fd, false).ok();
+            let mut sent = Ok(0);
+            for _ in 0..200 {
+                sent = mob_sys::channel::send_with_fds(&fd, &batch, &[]).map(|_| 0);
+            }
+            mob_sys::channel::set_nonblocking(&fd, true).ok();
+            sent
+        }
         // An unknown frame kind.
         "unknown-kind" => mob_sys::channel::send_with_fds(&fd, &Header { len: 0, kind: 200, fds: 0 }.encode(), &[]),
         _ => Ok(0),
@@ -419,6 +449,46 @@ fn read_commands(handle: Handle) {
                     };
                     say("wreply", "_", 0, 0, &format!("{tag} {text}"));
                 });
+            }
+            ["sockjob", role] => {
+                // A job that carries one end of a socketpair; the worker
+                // answers on it and returns a pipe with a stream.
+                let role = role.to_string();
+                handle
+                    .with_kingpin(move |k| {
+                        let (ours, theirs) = std::os::unix::net::UnixStream::pair().expect("socketpair");
+                        let queued = k.enqueue(&role, &"sock".to_string()).and_then(|j| {
+                            j.fd(theirs).then(move |_k, outcome| match outcome {
+                                Ok(mut r) => {
+                                    let mut on_socket = String::new();
+                                    BufReader::new(&ours).read_line(&mut on_socket).ok();
+                                    let mut streamed = String::new();
+                                    if let Some(fd) = r.fds.pop() {
+                                        BufReader::new(std::fs::File::from(fd)).read_line(&mut streamed).ok();
+                                    }
+                                    let rest = format!("{} | {}", on_socket.trim(), streamed.trim());
+                                    say("sockjob", &r.worker.role, r.worker.slot, r.worker.pid, &rest);
+                                }
+                                Err(e) => say("sockjob", "_", 0, 0, &format!("err {e}")),
+                            })
+                        });
+                        if let Err(e) = queued {
+                            say("sockjob", "_", 0, 0, &format!("err {e}"));
+                        }
+                    })
+                    .ok();
+            }
+            ["broadcastfd", role] => {
+                // One pipe end, broadcast to every worker of `role`.
+                let role = role.to_string();
+                handle
+                    .with_kingpin(move |k| {
+                        let (r, _w) = nix::unistd::pipe().expect("pipe");
+                        let ino = nix::sys::stat::fstat(&r).map_or(0, |st| st.st_ino);
+                        let n = k.broadcast(Some(&role), "_", "holdfd", &[], vec![r]);
+                        say("broadcast", &role, 0, 0, &format!("{n} {ino}"));
+                    })
+                    .ok();
             }
             ["fdcount"] => {
                 handle
