@@ -510,6 +510,10 @@ impl Kingpin {
                 self.remove_link(link);
                 return self.check_exit();
             }
+            // Bytes arrived on the link before the runtime reported that the
+            // spawn failed: whatever wrote them is not our worker. The link
+            // goes, as for any failed spawn.
+            Phase::Handshaking | Phase::Up if l.info.pid == 0 => {}
             _ => return,
         }
         let unwanted = l.stopping;
