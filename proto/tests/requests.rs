@@ -1609,11 +1609,14 @@ fn answer_without_calling_back(sim: &mut Sim, fronts: &[u32], backs: &[u32], tal
 /// never call back (some answered, some never answered) leave every
 /// registry empty once their timeouts pass.
 ///
-/// 100_000 requests run in a few seconds in a debug build, so the full count
-/// is used.
+/// 100,000 requests by default (a few seconds in a debug build);
+/// `MOB_MANY_CALLS=1000000 cargo test --release -p mob-proto --test requests
+/// many_calls` runs the full million.
 #[test]
 fn many_calls_whose_callee_never_calls_back_leave_every_registry_empty() {
-    const TOTAL: usize = 100_000;
+    let wanted: usize = std::env::var("MOB_MANY_CALLS").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
+    // Whole batches, and a multiple of 4 request kinds.
+    let total = wanted.div_ceil(4_000) * 4_000;
     const BATCH: usize = 2_000;
     let mut config = front_back(2, 2);
     config.request_timeout = ms(1_000);
@@ -1623,7 +1626,7 @@ fn many_calls_whose_callee_never_calls_back_leave_every_registry_empty() {
     let any = || Target::Any("back".into());
     let mut tally = Tally::default();
     let mut sent = 0;
-    while sent < TOTAL {
+    while sent < total {
         for i in sent..sent + BATCH {
             let f = fronts[i % 2];
             match i % 4 {
@@ -1641,16 +1644,16 @@ fn many_calls_whose_callee_never_calls_back_leave_every_registry_empty() {
     }
     assert_eq!(tally.released, 0, "nothing released before the deadline");
     let (requests, callbacks) = (sim.kingpin.pending().requests, sim.kingpin.pending().callbacks);
-    assert!(requests > 0 && callbacks == TOTAL / 4, "{requests} {callbacks}");
+    assert!(requests > 0 && callbacks == total / 4, "{requests} {callbacks}");
 
     sim.advance(ms(1_000));
     sim.run_until_idle();
     answer_without_calling_back(&mut sim, &fronts, &backs, &mut tally);
     sim.run_until_idle();
     answer_without_calling_back(&mut sim, &fronts, &backs, &mut tally);
-    assert_eq!(tally.replies, TOTAL, "every request ended once");
-    assert_eq!(tally.released, TOTAL, "every callback released once");
-    assert_eq!(tally.cancelled, TOTAL * 3 / 4 / 2, "every unanswered call cancelled once");
+    assert_eq!(tally.replies, total, "every request ended once");
+    assert_eq!(tally.released, total, "every callback released once");
+    assert_eq!(tally.cancelled, total * 3 / 4 / 2, "every unanswered call cancelled once");
     assert_all_empty(&sim);
     for pid in fronts.iter().chain(&backs) {
         assert_eq!(sim.worker_mut(*pid).poll_timeout(), None);
