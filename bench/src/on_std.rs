@@ -53,7 +53,7 @@ pub(crate) fn worker(mob: Mobster) -> Result<(), Error> {
                 _ => {} // dropped: answered "dropped without reply"
             },
             Incoming::Stop(_) => return Ok(()),
-            Incoming::Message(_) => {}
+            Incoming::Message(_) | Incoming::Connection(_) => {}
         }
     }
 }

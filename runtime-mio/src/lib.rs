@@ -44,7 +44,7 @@ mod error;
 mod handlers;
 mod kingpin;
 mod link;
-mod listen;
+use mob_sys::listen;
 mod message;
 mod mobster;
 mod request;

@@ -5,6 +5,7 @@ use crate::Error;
 use crate::kingpin::{Event, Kingpin, Launch};
 use crate::mobster::{Mobster, WorkerEnv};
 use mob_proto::{CloseReason, KingpinConfig};
+use mob_sys::listen::{ListenAddr, ListenMode};
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -47,6 +48,7 @@ pub struct App {
     launch: HashMap<String, Launch>,
     on_event: Option<EventHandler>,
     on_start: Option<StartFn>,
+    listen: Vec<(String, ListenAddr, ListenMode)>,
 }
 
 impl App {
@@ -58,6 +60,7 @@ impl App {
             launch: HashMap::new(),
             on_event: None,
             on_start: None,
+            listen: Vec::new(),
         }
     }
 
@@ -82,6 +85,18 @@ impl App {
     pub fn role_exe(mut self, name: &str, workers: u32, program: impl Into<PathBuf>, args: Vec<OsString>) -> App {
         self.config = self.config.role(name, workers);
         self.launch.insert(name.to_string(), Launch::Exe { program: program.into(), args });
+        self
+    }
+
+    /// Gives `role` a listening socket: the kingpin binds `addr` once and
+    /// either hands it to every worker of the role, revived ones included
+    /// ([`ListenMode::Shared`]), or accepts itself and hands each
+    /// connection to the least loaded ready worker of the role
+    /// ([`ListenMode::Distributed`]). Workers get it with
+    /// [`crate::Mobster::listener`], or receive each connection as
+    /// [`crate::Incoming::Connection`].
+    pub fn listen(mut self, role: &str, addr: ListenAddr, mode: ListenMode) -> App {
+        self.listen.push((role.to_string(), addr, mode));
         self
     }
 
@@ -135,6 +150,9 @@ impl App {
 
     fn run_kingpin(self) -> Result<ExitCode, Error> {
         let mut kingpin = Kingpin::new(self.config, self.launch)?;
+        for (role, addr, mode) in &self.listen {
+            kingpin.listen(role, addr, *mode)?;
+        }
         if let Some(handler) = self.on_event {
             kingpin.on_event(handler);
         }

@@ -20,12 +20,13 @@ use mob_proto::{
     CloseReason, ExitStatus, FdHandle, FdTable, JobOptions, KingpinConfig, LinkId, Output, Phase, Spawn, Target,
     WorkerHealth, WorkerInfo,
 };
+use mob_sys::listen::{LISTEN_CONNECTION, LISTEN_LISTENER, LISTEN_NAMESPACE, ListenAddr, ListenMode, Listener};
 use mob_sys::signals::SignalPipe;
 use nix::sys::signal::Signal;
 use serde::Serialize;
 use std::collections::{HashMap, VecDeque};
 use std::ffi::OsString;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
 use std::process::{Child, ExitCode, Stdio};
@@ -180,6 +181,8 @@ pub struct Kingpin {
     /// How many `wait`s are under way (application code waits meanwhile).
     waiting: u32,
     exit: Option<bool>,
+    /// Listening sockets, by role (see [`Kingpin::listen`]).
+    listeners: Vec<(String, Listener, ListenMode)>,
     rx: Receiver<Msg>,
     tx: LoopTx,
 }
@@ -230,6 +233,7 @@ impl Kingpin {
             deferred: VecDeque::new(),
             waiting: 0,
             exit: None,
+            listeners: Vec::new(),
             rx,
             tx: LoopTx { tx, shared },
         })
@@ -258,6 +262,71 @@ impl Kingpin {
     pub fn send<T: Serialize + ?Sized>(&mut self, to: Target, name: &str, value: &T) -> Result<(), Error> {
         let payload = postcard::to_allocvec(value)?;
         self.send_raw(to, DEFAULT_NAMESPACE, name, &payload, Vec::new())
+    }
+
+    /// Sends message `name` to every live worker of `role` (or every worker,
+    /// if `None`), each with its own duplicate of every fd in `fds` (a
+    /// listening socket, say): one fd can only travel to one recipient, so
+    /// the kingpin dups it per worker and closes its own copies. Returns how
+    /// many workers it was queued for.
+    pub fn broadcast(&mut self, role: Option<&str>, ns: &str, name: &str, payload: &[u8], fds: Vec<OwnedFd>) -> usize {
+        let pids: Vec<u32> = self
+            .proto
+            .workers()
+            .filter(|(w, phase)| *phase != Phase::Closing && w.pid != 0 && role.is_none_or(|r| *w.role == *r))
+            .map(|(w, _)| w.pid)
+            .collect();
+        let mut sent = 0;
+        for pid in pids {
+            let Ok(copies) = fds.iter().map(|fd| fd.try_clone()).collect::<std::io::Result<Vec<_>>>() else { continue };
+            if self.send_raw(Target::Pid(pid), ns, name, payload, copies).is_ok() {
+                sent += 1;
+            }
+        }
+        sent
+    }
+
+    /// Binds `addr` and shares it with every worker of `role` (see
+    /// [`ListenMode`]). Usually called through [`crate::App::listen`].
+    ///
+    /// In [`ListenMode::Distributed`] a thread of the kingpin's accepts
+    /// (blocking) and passes each connection to the loop, which hands it to
+    /// one ready worker of the role; workers receive it as
+    /// [`crate::Incoming::Connection`].
+    pub fn listen(&mut self, role: &str, addr: &ListenAddr, mode: ListenMode) -> Result<(), Error> {
+        let listener = Listener::bind(addr)?;
+        if mode == ListenMode::Distributed {
+            let accepting = Listener::from_fd(listener.try_clone_fd()?)?;
+            let tx = self.tx.tx.clone();
+            let role = role.to_string();
+            std::thread::Builder::new()
+                .name(format!("mob-accept-{role}"))
+                .spawn(move || accept(accepting, role, tx))?;
+        }
+        self.listeners.push((role.to_string(), listener, mode));
+        Ok(())
+    }
+
+    /// The address `role` listens on, if it was given one.
+    pub fn local_addr(&self, role: &str) -> Option<std::net::SocketAddr> {
+        self.listeners.iter().find_map(|(r, l, _)| match l {
+            Listener::Tcp(t) if r == role => t.local_addr().ok(),
+            _ => None,
+        })
+    }
+
+    /// Queues the shared listener for a worker of a listening role that was
+    /// just spawned: it arrives right after the worker's welcome.
+    fn hand_listener(&mut self, worker: &WorkerInfo) {
+        let fds: Vec<OwnedFd> = self
+            .listeners
+            .iter()
+            .filter(|(r, _, mode)| *r == *worker.role && *mode == ListenMode::Shared)
+            .filter_map(|(_, l, _)| l.try_clone_fd().ok())
+            .collect();
+        for fd in fds {
+            let _ = self.send_raw(Target::Pid(worker.pid), LISTEN_NAMESPACE, LISTEN_LISTENER, &[], vec![fd]);
+        }
     }
 
     /// Sends raw bytes with fds (given up by the caller).
@@ -560,7 +629,10 @@ impl Kingpin {
     fn convert(&mut self, event: mob_proto::Event) {
         use mob_proto::Event as E;
         let event = match event {
-            E::WorkerSpawned(w) => Event::WorkerSpawned(w),
+            E::WorkerSpawned(w) => {
+                self.hand_listener(&w);
+                Event::WorkerSpawned(w)
+            }
             E::WorkerUp(w) => Event::WorkerUp(w),
             E::LinkClosed(w, r) => Event::LinkClosed(w, r),
             E::WorkerExited(worker, status) => {
@@ -785,6 +857,59 @@ impl Kingpin {
 impl Drop for Kingpin {
     fn drop(&mut self) {
         self.kill_remaining();
+        // Wakes the accept threads (a listening socket shut down fails
+        // `accept`), which then end.
+        for (_, listener, mode) in &self.listeners {
+            if *mode == ListenMode::Distributed {
+                let fd = match listener {
+                    Listener::Tcp(l) => l.as_fd(),
+                    Listener::Unix(l) => l.as_fd(),
+                };
+                let _ = nix::sys::socket::shutdown(fd.as_raw_fd(), nix::sys::socket::Shutdown::Both);
+            }
+        }
+    }
+}
+
+/// The accept thread of a [`ListenMode::Distributed`] listener: passes each
+/// connection to the kingpin's loop, which hands it to one ready worker of
+/// `role` (with no worker to take it, the connection is closed). Ends when
+/// the kingpin is gone or the listener fails.
+fn accept(listener: Listener, role: String, tx: std::sync::mpsc::Sender<Msg>) {
+    let mut failures = 0u32;
+    loop {
+        let accepted: std::io::Result<OwnedFd> = match &listener {
+            Listener::Tcp(l) => l.accept().map(|(s, _)| s.into()),
+            Listener::Unix(l) => l.accept().map(|(s, _)| s.into()),
+        };
+        let conn = match accepted {
+            Ok(conn) => {
+                failures = 0;
+                conn
+            }
+            // Out of fds, a connection reset before it was accepted: try
+            // again, unless it keeps failing (the listener was shut down).
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => {
+                failures += 1;
+                if failures > 100 {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            }
+        };
+        let cmd = Command::Send {
+            to: Target::Any(role.clone()),
+            ns: LISTEN_NAMESPACE.to_string(),
+            name: LISTEN_CONNECTION.to_string(),
+            payload: Vec::new(),
+            fds: vec![conn],
+            ack: None,
+        };
+        if tx.send(Msg::App(cmd)).is_err() {
+            return;
+        }
     }
 }
 

@@ -94,6 +94,7 @@ pub use mob_proto::{
     Backoff, CloseReason, ExitStatus, Intensity, KingpinConfig, OnRoleFailure, Phase, RequestError, Restart, RoleSpec,
     SendError, Source, Target, WorkerHealth, WorkerInfo, WorkerState,
 };
+pub use mob_sys::listen::{LISTEN_CONNECTION, LISTEN_LISTENER, LISTEN_NAMESPACE, ListenAddr, ListenMode, Listener};
 pub use mobster::{Incoming, Mobster, Proxy, WorkerEnv};
 pub use rpc::{Callback, Outcome, Reply, Request, Responder};
 

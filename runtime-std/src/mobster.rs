@@ -19,13 +19,14 @@ use crate::{Error, Message};
 use mob_proto::wire::{DEFAULT_NAMESPACE, RPC_NAMESPACE};
 use mob_proto::{CloseReason, Failure, FdHandle, FdTable, LinkId, SendError, Source, Target, Worker, WorkerConfig};
 use mob_proto::{WorkerEvent, WorkerOutput};
+use mob_sys::listen::{LISTEN_CONNECTION, LISTEN_LISTENER, LISTEN_NAMESPACE, Listener};
 use mob_sys::{CHANNEL_FD, ENV_APP, ENV_FD, ENV_ROLE, ENV_SLOT};
 use serde::Serialize;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel, sync_channel};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -74,6 +75,11 @@ pub enum Incoming {
     /// from the worker's entry within the grace period given here, after
     /// which the process is killed.
     Stop(Duration),
+    /// A connection the kingpin accepted on this role's
+    /// [`crate::ListenMode::Distributed`] listener and handed to this
+    /// worker (the least loaded ready one): serve it, here or on another
+    /// thread. It is mob-mio's `on_connection`, as the next thing received.
+    Connection(OwnedFd),
 }
 
 /// A `require(role)` proxy: calls to the functions a role exports, each
@@ -113,6 +119,29 @@ struct WorkerState {
     credit: Arc<Credit>,
     /// The driver thread, once started.
     driver: Mutex<Option<JoinHandle<()>>>,
+    /// The listener shared with this worker's role, once it has arrived.
+    listening: Mutex<Listening>,
+    /// Signalled when the listener arrives or the driver ends.
+    listening_cv: Condvar,
+}
+
+/// The driver's side of [`Mobster::listener`].
+#[derive(Default)]
+struct Listening {
+    fd: Option<OwnedFd>,
+    /// The driver has ended (or never started): no listener will come.
+    ended: bool,
+}
+
+/// Marks the driver ended when dropped (as it ends, or if it could not
+/// start), waking [`Mobster::listener`].
+struct DriverEnd(Arc<WorkerState>);
+
+impl Drop for DriverEnd {
+    fn drop(&mut self) {
+        lock(&self.0.listening).ended = true;
+        self.0.listening_cv.notify_all();
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -194,6 +223,8 @@ impl Mobster {
             closed: Mutex::new(None),
             credit: Credit::new(),
             driver: Mutex::new(None),
+            listening: Mutex::new(Listening::default()),
+            listening_cv: Condvar::new(),
         });
         let config =
             WorkerConfig { pid: std::process::id(), role: env.role.clone(), slot: env.slot, exports: Vec::new() };
@@ -204,9 +235,11 @@ impl Mobster {
                 let Some(shared) = weak.upgrade() else { return };
                 let loop_tx = LoopTx { tx, shared };
                 let driver_state = state.clone();
+                let end = DriverEnd(state.clone());
                 let config = WorkerConfig { exports, ..config };
                 let spawned = std::thread::Builder::new().name("mob-driver".into()).spawn(move || {
                     Driver::start(config, sock, loop_tx, rx, app_tx, driver_state);
+                    drop(end);
                 });
                 if let Ok(handle) = spawned {
                     *lock(&state.driver) = Some(handle);
@@ -309,6 +342,28 @@ impl Mobster {
             }
             Err(RecvTimeoutError::Timeout) => Ok(None),
             Err(RecvTimeoutError::Disconnected) => Err(self.ended()),
+        }
+    }
+
+    /// The listening socket the kingpin shares with this role (see
+    /// [`crate::App::listen`] and [`crate::ListenMode::Shared`]), waiting
+    /// until it has arrived (it is queued before the kingpin's welcome, so
+    /// it comes at once). Messages and requests that arrive meanwhile stay
+    /// queued for [`Mobster::recv`]. Each call returns a new handle to the
+    /// same socket. Once the link has closed without one: the error
+    /// [`Mobster::recv`] would give.
+    pub fn listener(&self) -> Result<Listener, Error> {
+        self.tx.shared.ensure_started();
+        let mut listening = lock(&self.state.listening);
+        loop {
+            if let Some(fd) = &listening.fd {
+                return Ok(Listener::from_fd(fd.try_clone()?)?);
+            }
+            if listening.ended {
+                drop(listening);
+                return Err(self.ended());
+            }
+            listening = self.state.listening_cv.wait(listening).unwrap_or_else(|e| e.into_inner());
         }
     }
 
@@ -549,7 +604,21 @@ impl Driver {
             WorkerEvent::Cancelled { .. } => {}
             WorkerEvent::Stop { grace } => self.deliver(Incoming::Stop(grace), 0),
             WorkerEvent::Message { from, ns, name, payload, fds } => {
-                let fds = self.take_fds(fds);
+                let mut fds = self.take_fds(fds);
+                if ns == LISTEN_NAMESPACE && name == LISTEN_LISTENER {
+                    // Kept for `Mobster::listener`, not queued for `recv`.
+                    if let Some(fd) = fds.pop() {
+                        lock(&self.state.listening).fd = Some(fd);
+                        self.state.listening_cv.notify_all();
+                    }
+                    return;
+                }
+                if ns == LISTEN_NAMESPACE && name == LISTEN_CONNECTION {
+                    if let Some(fd) = fds.pop() {
+                        self.deliver(Incoming::Connection(fd), cost(&ns, &name, payload.len()));
+                    }
+                    return;
+                }
                 let cost = cost(&ns, &name, payload.len());
                 self.deliver(Incoming::Message(Message { from, ns, name, payload, fds }), cost);
             }

@@ -46,7 +46,7 @@ fn worker(mut mob: Mobster) -> Result<(), Error> {
                     mob.send(Target::Kingpin, "blobs", &blobs)?;
                 }
             }
-            Incoming::Message(_) => {}
+            Incoming::Message(_) | Incoming::Connection(_) => {}
             Incoming::Request(job) if job.is_job() => {
                 let text: String = job.decode()?;
                 job.respond(&format!("{text} done"))?;

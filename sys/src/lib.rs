@@ -4,8 +4,11 @@
 //! with SCM_RIGHTS, spawning a worker with its channel on a fixed fd and a
 //! parent-death signal, a self-pipe for signals, and small `/proc` readers.
 //! Everything here is a thin, documented wrapper; no protocol decisions.
+//! [`listen`] holds the listening-socket vocabulary both runtimes share
+//! (the names of the hand-over messages, and the socket types).
 
 pub mod channel;
+pub mod listen;
 pub mod process;
 pub mod signals;
 pub mod spawn;

@@ -153,6 +153,8 @@ fn worker(mut mob: Mobster) -> Result<(), Error> {
                     req.unhandled().ok();
                 }
             },
+            // This app listens on nothing.
+            Incoming::Connection(_) => {}
         }
     }
 }
