@@ -6,30 +6,28 @@
 //! thread, and commands from the application's other threads; timers are the
 //! channel's receive timeout. Workers are spawned from this thread, which
 //! must therefore live as long as the kingpin (their parent-death signal is
-//! tied to it).
+//! tied to it). What does not depend on that (turning proto's events into
+//! the application's, starting and reaping workers, requests and jobs) is
+//! `mob-app`'s.
 
-use crate::clock::Clock;
-use crate::handle::Handle;
 use crate::link::{Credit, LinkIo, Msg, ReadEnd};
-use crate::rpc::{
-    Answer, Callback, Command, LoopShared, LoopTx, Outcome, RemoteCallback, RemoteDone, Reply, Request, Responder,
-};
-use crate::{Error, Message};
+use crate::loop_tx::{Command, LoopTx};
+use crate::{Error, Event, Handle, JobOutcome, Launch, Outcome};
+use mob_app::kingpin::{RoleListener, Translated};
+use mob_app::{Answer, CallbackFn, Clock, Completions, Done, JobDone, JobQueue, JobSpec, RequestLoop, RequestSpec};
+use mob_app::{WaitJobs, WaitLoop};
 use mob_proto::wire::DEFAULT_NAMESPACE;
 use mob_proto::{
-    CloseReason, ExitStatus, FdHandle, FdTable, JobOptions, KingpinConfig, LinkId, Output, Phase, Spawn, Target,
-    WorkerHealth, WorkerInfo,
+    ExitStatus, FdHandle, FdTable, KingpinConfig, LinkId, Output, Phase, Spawn, Target, WorkerHealth, WorkerInfo,
 };
 use mob_sys::listen::{LISTEN_CONNECTION, LISTEN_LISTENER, LISTEN_NAMESPACE, ListenAddr, ListenMode, Listener};
 use mob_sys::signals::SignalPipe;
 use nix::sys::signal::Signal;
 use serde::Serialize;
 use std::collections::{HashMap, VecDeque};
-use std::ffi::OsString;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::path::PathBuf;
-use std::process::{Child, ExitCode, Stdio};
+use std::process::{Child, ExitCode};
+use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::time::Duration;
 
@@ -41,79 +39,43 @@ const EXIT_READ_GRACE: Duration = Duration::from_millis(500);
 /// Messages handled in one go before timers get their turn.
 const BATCH: usize = 64;
 
-/// How the processes of a role are started.
-#[derive(Clone, Debug)]
-pub enum Launch {
-    /// Re-execute this program (with the same arguments, as Node's cluster
-    /// does); its `main` sees `MOB_ROLE` and runs the role's entry.
-    SelfExec,
-    /// Run another executable, which must speak the protocol on fd 3 (for
-    /// example one built with [`crate::Mobster::from_env`], or with
-    /// `mob-mio`).
-    Exe {
-        /// The program.
-        program: PathBuf,
-        /// Its arguments.
-        args: Vec<OsString>,
-    },
-}
+/// One of the kingpin's requests being built; finish it with
+/// [`RequestBuilder::then`], [`RequestBuilder::send`] or
+/// [`RequestBuilder::wait`] (see [`mob_app::RequestBuilder`]).
+///
+/// ```no_run
+/// # fn f(kingpin: &mut mob_std::Kingpin) -> Result<(), mob_std::Error> {
+/// use mob_std::Target;
+/// use std::time::Duration;
+///
+/// let reply = kingpin.request(Target::Any("back".into()), "sum", &(2u32, 3u32))?
+///     .timeout(Duration::from_secs(1))
+///     .wait()?; // the loop runs meanwhile; events wait for the handler
+/// println!("sum = {}", reply.decode::<u32>()?);
+/// # Ok(()) }
+/// ```
+pub type RequestBuilder<'a> = mob_app::RequestBuilder<'a, Kingpin>;
 
-/// What the kingpin tells its application.
-#[derive(Debug)]
-pub enum Event {
-    /// A worker process was started.
-    WorkerSpawned(WorkerInfo),
-    /// A worker completed its handshake.
-    WorkerUp(WorkerInfo),
-    /// A worker's link closed for a reason other than its exit (bad input,
-    /// handshake timeout, ...). Its process is killed and revived.
-    LinkClosed(WorkerInfo, CloseReason),
-    /// A worker is ready for work.
-    WorkerReady(WorkerInfo),
-    /// A worker process ended (its slot is revived as its role's policy
-    /// says).
-    WorkerExited {
-        /// The worker.
-        worker: WorkerInfo,
-        /// How it ended.
-        status: ExitStatus,
-        /// Why, if it died abnormally: its panic message if it sent one,
-        /// else its exit status in words.
-        error: Option<String>,
-    },
-    /// Every worker of a role is ready.
-    RoleOnline(String),
-    /// Every role is online (once).
-    AppOnline,
-    /// A role restarted more often than its intensity allows and was stopped.
-    RoleFailed {
-        /// The role.
-        role: String,
-        /// Why its last worker died.
-        last_error: Option<String>,
-    },
-    /// A rolling reload finished.
-    RoleReloaded(String),
-    /// A worker sent a message to the kingpin.
-    Message(Message<WorkerInfo>),
-    /// A worker sent a request to the kingpin: answer it through the
-    /// [`Request`] (dropping it answers "dropped without reply").
-    Request(Request<WorkerInfo>),
-    /// A worker's message had no route and was dropped.
-    Undeliverable {
-        /// Who sent it.
-        from: WorkerInfo,
-        /// Where it was going.
-        to: Target,
-    },
-}
+/// A job being built; finish it with [`JobBuilder::then`] or
+/// [`JobBuilder::wait`] (see [`mob_app::JobBuilder`]).
+///
+/// ```no_run
+/// # fn f(kingpin: &mut mob_std::Kingpin) -> Result<(), mob_std::Error> {
+/// use std::time::Duration;
+///
+/// let response = kingpin
+///     .enqueue("workers", &"resize /tmp/a.png")?
+///     .timeout(Duration::from_secs(5))
+///     .retries(1) // one more try if the first worker dies
+///     .wait()?;
+/// println!("done by {}", response.worker.pid);
+/// # Ok(()) }
+/// ```
+pub type JobBuilder<'a> = mob_app::JobBuilder<'a, Kingpin>;
 
-type EventHandler = Box<dyn FnMut(&mut Kingpin, Event)>;
+type EventHandler = mob_app::EventHandler<Kingpin>;
 type SignalHandler = Box<dyn FnMut(&mut Kingpin, i32)>;
 type LocalFn = Box<dyn FnOnce(&mut Kingpin)>;
-type LocalDone = Box<dyn FnOnce(&mut Kingpin, Outcome)>;
-type LocalCallback = Box<dyn FnOnce(&mut Kingpin, Reply)>;
-type LocalJobDone = Box<dyn FnOnce(&mut Kingpin, JobOutcome)>;
 
 /// Application code waiting to run on the loop, in order: events for the
 /// handler, completion closures, signals for the signal handler. It runs
@@ -123,27 +85,6 @@ enum Deferred {
     Event(Box<Event>),
     Call(LocalFn),
     Signal(Signal),
-}
-
-/// How one of the kingpin's requests reports its end.
-enum Done {
-    Local(LocalDone),
-    Remote(RemoteDone),
-    /// A `wait` on the loop's thread collects it.
-    Wait,
-    Ignore,
-}
-
-/// A callback passed with one of the kingpin's requests.
-enum CallbackFn {
-    Local(LocalCallback),
-    Remote(RemoteCallback),
-}
-
-/// How a job reports its end.
-enum JobDone {
-    Then(LocalJobDone),
-    Wait,
 }
 
 /// A reaped worker whose link has not yet yielded its last bytes.
@@ -171,10 +112,9 @@ pub struct Kingpin {
     launch: HashMap<String, Launch>,
     on_event: Option<EventHandler>,
     on_signal: Option<SignalHandler>,
-    done: HashMap<u64, Done>,
-    callbacks: HashMap<u64, CallbackFn>,
+    completions: Completions<Kingpin>,
     waited: HashMap<u64, Outcome>,
-    jobs: HashMap<u64, JobDone>,
+    jobs: HashMap<u64, JobDone<Kingpin>>,
     jobs_waited: HashMap<u64, JobOutcome>,
     fatal: HashMap<LinkId, String>,
     deferred: VecDeque<Deferred>,
@@ -182,9 +122,9 @@ pub struct Kingpin {
     waiting: u32,
     exit: Option<bool>,
     /// Listening sockets, by role (see [`Kingpin::listen`]).
-    listeners: Vec<(String, Listener, ListenMode)>,
+    listeners: Vec<RoleListener>,
     rx: Receiver<Msg>,
-    tx: LoopTx,
+    tx: Arc<LoopTx>,
 }
 
 impl Kingpin {
@@ -211,8 +151,8 @@ impl Kingpin {
                 }
             }
         })?;
-        let shared = LoopShared::new(None);
-        shared.set_thread();
+        let loop_tx = LoopTx::new(tx);
+        loop_tx.set_thread();
         mob_sys::process::set_name(&config.app);
         Ok(Kingpin {
             proto: mob_proto::Kingpin::new(config),
@@ -224,8 +164,7 @@ impl Kingpin {
             launch,
             on_event: None,
             on_signal: None,
-            done: HashMap::new(),
-            callbacks: HashMap::new(),
+            completions: Completions::new(),
             waited: HashMap::new(),
             jobs: HashMap::new(),
             jobs_waited: HashMap::new(),
@@ -235,7 +174,7 @@ impl Kingpin {
             exit: None,
             listeners: Vec::new(),
             rx,
-            tx: LoopTx { tx, shared },
+            tx: loop_tx,
         })
     }
 
@@ -270,20 +209,10 @@ impl Kingpin {
     /// the kingpin dups it per worker and closes its own copies. Returns how
     /// many workers it was queued for.
     pub fn broadcast(&mut self, role: Option<&str>, ns: &str, name: &str, payload: &[u8], fds: Vec<OwnedFd>) -> usize {
-        let pids: Vec<u32> = self
-            .proto
-            .workers()
-            .filter(|(w, phase)| *phase != Phase::Closing && w.pid != 0 && role.is_none_or(|r| *w.role == *r))
-            .map(|(w, _)| w.pid)
-            .collect();
-        let mut sent = 0;
-        for pid in pids {
-            let Ok(copies) = fds.iter().map(|fd| fd.try_clone()).collect::<std::io::Result<Vec<_>>>() else { continue };
-            if self.send_raw(Target::Pid(pid), ns, name, payload, copies).is_ok() {
-                sent += 1;
-            }
-        }
-        sent
+        let pids = mob_app::kingpin::live_pids(&self.proto, role);
+        mob_app::kingpin::fan_out(pids, &fds, |pid, copies| {
+            self.send_raw(Target::Pid(pid), ns, name, payload, copies).is_ok()
+        })
     }
 
     /// Binds `addr` and shares it with every worker of `role` (see
@@ -297,7 +226,7 @@ impl Kingpin {
         let listener = Listener::bind(addr)?;
         if mode == ListenMode::Distributed {
             let accepting = Listener::from_fd(listener.try_clone_fd()?)?;
-            let tx = self.tx.tx.clone();
+            let tx = self.tx.sender();
             let role = role.to_string();
             std::thread::Builder::new()
                 .name(format!("mob-accept-{role}"))
@@ -309,22 +238,13 @@ impl Kingpin {
 
     /// The address `role` listens on, if it was given one.
     pub fn local_addr(&self, role: &str) -> Option<std::net::SocketAddr> {
-        self.listeners.iter().find_map(|(r, l, _)| match l {
-            Listener::Tcp(t) if r == role => t.local_addr().ok(),
-            _ => None,
-        })
+        mob_app::kingpin::local_addr(&self.listeners, role)
     }
 
     /// Queues the shared listener for a worker of a listening role that was
     /// just spawned: it arrives right after the worker's welcome.
     fn hand_listener(&mut self, worker: &WorkerInfo) {
-        let fds: Vec<OwnedFd> = self
-            .listeners
-            .iter()
-            .filter(|(r, _, mode)| *r == *worker.role && *mode == ListenMode::Shared)
-            .filter_map(|(_, l, _)| l.try_clone_fd().ok())
-            .collect();
-        for fd in fds {
+        for fd in mob_app::kingpin::shared_with(&self.listeners, &worker.role) {
             let _ = self.send_raw(Target::Pid(worker.pid), LISTEN_NAMESPACE, LISTEN_LISTENER, &[], vec![fd]);
         }
     }
@@ -351,16 +271,7 @@ impl Kingpin {
         value: &T,
     ) -> Result<RequestBuilder<'_>, Error> {
         let payload = postcard::to_allocvec(value)?;
-        Ok(RequestBuilder {
-            kingpin: self,
-            to,
-            ns: DEFAULT_NAMESPACE.to_string(),
-            name: name.to_string(),
-            payload,
-            fds: Vec::new(),
-            timeout: None,
-            callbacks: Vec::new(),
-        })
+        Ok(RequestBuilder::new(self, to, name, payload))
     }
 
     /// A clonable, `Send` handle for other threads.
@@ -411,19 +322,13 @@ impl Kingpin {
     /// worker with the fewest jobs in flight.
     pub fn enqueue<T: Serialize + ?Sized>(&mut self, role: &str, value: &T) -> Result<JobBuilder<'_>, Error> {
         let payload = postcard::to_allocvec(value)?;
-        Ok(JobBuilder {
-            kingpin: self,
-            role: role.to_string(),
-            payload,
-            fds: Vec::new(),
-            options: JobOptions::default(),
-        })
+        Ok(JobBuilder::new(self, role, payload))
     }
 
     /// Runs until the shutdown ends ([`Kingpin::stop`], [`Kingpin::kill`],
     /// SIGINT or SIGTERM, a failed role); success if it was clean.
     pub fn run(mut self) -> Result<ExitCode, Error> {
-        self.tx.shared.set_thread();
+        self.tx.set_thread();
         loop {
             self.pump(true);
             if self.exit.is_some() {
@@ -565,22 +470,18 @@ impl Kingpin {
                 }
             }
             Msg::App(cmd) => self.command(cmd),
+            Msg::Worker(_) => {}
         }
     }
 
     fn command(&mut self, cmd: Command) {
         match cmd {
-            Command::Send { to, ns, name, payload, fds, ack } => {
-                let result = self.send_raw(to, &ns, &name, &payload, fds);
-                if let Some(ack) = ack {
-                    let _ = ack.send(result);
-                }
+            Command::Send { to, ns, name, payload, fds } => {
+                let _ = self.send_raw(to, &ns, &name, &payload, fds);
             }
             Command::Request(r) => {
-                let callbacks = r.callbacks.into_iter().map(CallbackFn::Remote).collect();
-                let spec =
-                    Spec { to: r.to, ns: r.ns, name: r.name, payload: r.payload, fds: r.fds, timeout: r.timeout };
-                let _ = self.begin(spec, callbacks, Done::Remote(r.done));
+                let (spec, callbacks, done) = r.into_parts();
+                let _ = self.begin(spec, callbacks, done);
             }
             Command::Respond { to: Answer::Worker(link, id), result, payload, fds } => {
                 let handles = self.insert_fds(fds);
@@ -590,7 +491,7 @@ impl Kingpin {
                 let handles = self.insert_fds(fds);
                 let _ = self.proto.invoke(link, id, callback, &payload, handles);
             }
-            Command::Respond { .. } | Command::Invoke { .. } | Command::Worker(_) => {}
+            Command::Respond { .. } | Command::Invoke { .. } => {}
             Command::Kingpin(f) => self.deferred.push_back(Deferred::Call(f)),
             Command::Stop => self.stop(),
         }
@@ -624,140 +525,62 @@ impl Kingpin {
         }
     }
 
-    /// Turns proto's event into the application's (deferred), or finishes
-    /// a request, callback or job.
+    /// Hands proto's event to the application (deferred), or finishes a
+    /// request, callback or job.
     fn convert(&mut self, event: mob_proto::Event) {
-        use mob_proto::Event as E;
-        let event = match event {
-            E::WorkerSpawned(w) => {
-                self.hand_listener(&w);
-                Event::WorkerSpawned(w)
-            }
-            E::WorkerUp(w) => Event::WorkerUp(w),
-            E::LinkClosed(w, r) => Event::LinkClosed(w, r),
-            E::WorkerExited(worker, status) => {
-                let error = self.fatal.remove(&worker.link).or_else(|| match status {
-                    ExitStatus::Code(0) => None,
-                    ExitStatus::Code(c) => Some(format!("exited with code {c}")),
-                    ExitStatus::Signal(s) => Some(format!("killed by signal {s}")),
-                });
-                Event::WorkerExited { worker, status, error }
-            }
-            E::WorkerReady(w) => Event::WorkerReady(w),
-            E::RoleOnline(r) => Event::RoleOnline(r.to_string()),
-            E::AppOnline => Event::AppOnline,
-            E::RoleFailed { role, last_error } => Event::RoleFailed { role: role.to_string(), last_error },
-            E::RoleReloaded(r) => Event::RoleReloaded(r.to_string()),
-            E::WorkerFatal(w, message) => {
-                self.fatal.insert(w.link, message);
-                return;
-            }
-            E::JobDone { id, created_at, result } => {
-                let result = result.map(|(worker, payload, fds)| JobResponse {
-                    id,
-                    worker,
-                    created_at: self.clock.to_std(created_at),
-                    payload,
-                    fds: self.take_fds(fds),
-                });
-                match self.jobs.remove(&id) {
-                    Some(JobDone::Then(f)) => self.deferred.push_back(Deferred::Call(Box::new(move |k| f(k, result)))),
-                    Some(JobDone::Wait) => {
-                        self.jobs_waited.insert(id, result);
-                    }
-                    None => {}
+        let translated = mob_app::kingpin::translate(event, &mut self.fds, &self.clock, &mut self.fatal, &self.tx);
+        match translated {
+            Translated::App(event) => {
+                if let Event::WorkerSpawned(w) = &event {
+                    self.hand_listener(&w.clone());
                 }
-                return;
+                self.deferred.push_back(Deferred::Event(Box::new(event)));
             }
-            E::Message { from, ns, name, payload, fds } => {
-                let fds = self.take_fds(fds);
-                Event::Message(Message { from, ns, name, payload, fds })
-            }
-            E::Request { from, id, ns, name, payload, fds, callbacks } => {
-                let fds = self.take_fds(fds);
-                let to = Answer::Worker(from.link, id);
-                let callbacks = callbacks.into_iter().map(|cb| Callback::new(to, cb, self.tx.clone())).collect();
-                let responder = Responder::new(to, self.tx.clone());
-                Event::Request(Request::new(from, ns, name, payload, fds, callbacks, responder))
-            }
-            E::Reply { id, result } => {
-                let outcome = result.map(|(payload, fds)| Reply { payload, fds: self.take_fds(fds) });
-                match self.done.remove(&id) {
-                    Some(Done::Local(f)) => self.deferred.push_back(Deferred::Call(Box::new(move |k| f(k, outcome)))),
-                    Some(Done::Remote(r)) => r.finish(outcome.map_err(Error::Request)),
-                    Some(Done::Wait) => {
-                        self.waited.insert(id, outcome);
-                    }
-                    Some(Done::Ignore) | None => {}
+            Translated::JobDone { id, outcome } => match self.jobs.remove(&id) {
+                Some(JobDone::Then(f)) => self.defer(move |k| f(k, outcome)),
+                Some(JobDone::Wait) => {
+                    self.jobs_waited.insert(id, outcome);
                 }
-                return;
-            }
-            E::Callback { callback, payload, fds } => {
-                let reply = Reply { payload, fds: self.take_fds(fds) };
-                match self.callbacks.remove(&callback) {
-                    Some(CallbackFn::Local(f)) => {
-                        self.deferred.push_back(Deferred::Call(Box::new(move |k| f(k, reply))))
-                    }
-                    Some(CallbackFn::Remote(f)) => f(reply),
-                    None => {}
+                None => {}
+            },
+            Translated::Reply { id, outcome } => match self.completions.done.remove(&id) {
+                Some(Done::Local(f)) => self.defer(move |k| f(k, outcome)),
+                Some(Done::Wait) => {
+                    self.waited.insert(id, outcome);
                 }
-                return;
+                Some(done) => {
+                    done.finish(self, outcome);
+                }
+                None => {}
+            },
+            Translated::Callback { id, reply } => match self.completions.callbacks.remove(&id) {
+                Some(CallbackFn::Local(f)) => self.defer(move |k| f(k, reply)),
+                Some(remote) => remote.call(self, reply),
+                None => {}
+            },
+            Translated::CallbackReleased { id } => {
+                self.completions.callbacks.remove(&id);
             }
-            E::CallbackReleased { callback } => {
-                self.callbacks.remove(&callback);
-                return;
-            }
-            E::Undeliverable { from, to, .. } => Event::Undeliverable { from, to },
-        };
-        self.deferred.push_back(Deferred::Event(Box::new(event)));
+            Translated::Kept => {}
+        }
     }
 
-    fn take_fds(&mut self, handles: Vec<FdHandle>) -> Vec<OwnedFd> {
-        handles.into_iter().filter_map(|h| self.fds.take(h)).collect()
+    /// Runs `f` on the loop once no `wait` is under way, after what is
+    /// already deferred.
+    fn defer(&mut self, f: impl FnOnce(&mut Kingpin) + 'static) {
+        self.deferred.push_back(Deferred::Call(Box::new(f)));
     }
 
     fn insert_fds(&mut self, fds: Vec<OwnedFd>) -> Vec<FdHandle> {
         fds.into_iter().map(|fd| self.fds.insert(fd)).collect()
     }
 
-    /// Starts one of the kingpin's requests.
-    fn begin(&mut self, spec: Spec, callbacks: Vec<CallbackFn>, done: Done) -> Result<u64, Error> {
-        let Spec { to, ns, name, payload, fds, timeout } = spec;
-        let handles = self.insert_fds(fds);
-        let now = self.clock.now();
-        match self.proto.request(to, &ns, &name, &payload, handles, timeout, callbacks.len(), now) {
-            Ok((id, ids)) => {
-                self.done.insert(id, done);
-                self.callbacks.extend(ids.into_iter().zip(callbacks));
-                Ok(id)
-            }
-            Err(e) => {
-                if let Done::Remote(r) = done {
-                    r.finish(Err(Error::Send(e.clone())));
-                }
-                Err(Error::Send(e))
-            }
-        }
-    }
-
     /// Reaps every child that has ended. Its exit is handled once its link
     /// has yielded its last bytes (so that they are not lost), at most
     /// [`EXIT_READ_GRACE`] later.
     fn reap(&mut self) {
-        let mut ended = Vec::new();
-        for (&pid, child) in self.children.iter_mut() {
-            if let Ok(Some(status)) = child.try_wait() {
-                let status = match (status.code(), status.signal()) {
-                    (Some(code), _) => ExitStatus::Code(code),
-                    (None, Some(sig)) => ExitStatus::Signal(sig),
-                    (None, None) => ExitStatus::Code(-1),
-                };
-                ended.push((pid, status));
-            }
-        }
         let now = self.clock.now();
-        for (pid, status) in ended {
-            self.children.remove(&pid);
+        for (pid, status) in mob_app::kingpin::reap(&mut self.children) {
             let link = self.proto.workers().find(|(w, _)| w.pid == pid).map(|(w, _)| w.link);
             match link {
                 Some(link) if self.links.contains_key(&link) => {
@@ -793,11 +616,11 @@ impl Kingpin {
 
     fn spawn(&mut self, spawn: Spawn) {
         let now = self.clock.now();
-        match self.start_process(&spawn) {
+        match mob_app::kingpin::spawn_worker(&self.launch, &self.proto.config().app, &spawn) {
             Ok((child, ours)) => {
                 let pid = child.id();
                 let name = format!("mob-{}#{}", spawn.role, spawn.slot);
-                match LinkIo::start(spawn.link, ours, self.tx.tx.clone(), Credit::new(), &name) {
+                match LinkIo::start(spawn.link, ours, self.tx.sender(), Credit::new(), &name) {
                     Ok(io) => {
                         self.links.insert(spawn.link, io);
                     }
@@ -814,40 +637,10 @@ impl Kingpin {
         }
     }
 
-    fn start_process(&self, spawn: &Spawn) -> Result<(Child, OwnedFd), Error> {
-        let app = &self.proto.config().app;
-        let mut cmd = match self.launch.get(&*spawn.role).cloned().unwrap_or(Launch::SelfExec) {
-            Launch::SelfExec => {
-                let mut cmd = std::process::Command::new(std::env::current_exe()?);
-                cmd.args(std::env::args_os().skip(1));
-                cmd
-            }
-            Launch::Exe { program, args } => {
-                let mut cmd = std::process::Command::new(program);
-                cmd.args(args);
-                cmd
-            }
-        };
-        cmd.arg0(format!("{app}: {}#{}", spawn.role, spawn.slot))
-            .env(mob_sys::ENV_ROLE, &*spawn.role)
-            .env(mob_sys::ENV_SLOT, spawn.slot.to_string())
-            .env(mob_sys::ENV_APP, app)
-            .env(mob_sys::ENV_FD, mob_sys::CHANNEL_FD.to_string())
-            .stdin(Stdio::null());
-        let (ours, theirs) = mob_sys::channel::socketpair()?;
-        let child = mob_sys::spawn::spawn_worker(&mut cmd, theirs)?;
-        Ok((child, ours))
-    }
-
     /// Kills every worker still running, waits for each, and closes every
     /// link.
     fn kill_remaining(&mut self) {
-        for &pid in self.children.keys() {
-            let _ = mob_sys::process::kill(pid);
-        }
-        for (_, mut child) in self.children.drain() {
-            let _ = child.wait();
-        }
+        mob_app::kingpin::kill_all(&mut self.children);
         for (_, io) in self.links.drain() {
             io.close(None);
         }
@@ -905,7 +698,6 @@ fn accept(listener: Listener, role: String, tx: std::sync::mpsc::Sender<Msg>) {
             name: LISTEN_CONNECTION.to_string(),
             payload: Vec::new(),
             fds: vec![conn],
-            ack: None,
         };
         if tx.send(Msg::App(cmd)).is_err() {
             return;
@@ -913,189 +705,34 @@ fn accept(listener: Listener, role: String, tx: std::sync::mpsc::Sender<Msg>) {
     }
 }
 
-/// What a request is: where, what, and how long to wait.
-struct Spec {
-    to: Target,
-    ns: String,
-    name: String,
-    payload: Vec<u8>,
-    fds: Vec<OwnedFd>,
-    timeout: Option<Duration>,
-}
-
-/// One of the kingpin's requests being built; finish it with
-/// [`RequestBuilder::then`], [`RequestBuilder::send`] or
-/// [`RequestBuilder::wait`].
-///
-/// ```no_run
-/// # fn f(kingpin: &mut mob_std::Kingpin) -> Result<(), mob_std::Error> {
-/// use mob_std::Target;
-/// use std::time::Duration;
-///
-/// kingpin
-///     .request(Target::Any("back".into()), "sum", &(2u32, 3u32))?
-///     .timeout(Duration::from_secs(1))
-///     .then(|_kingpin, outcome| match outcome {
-///         Ok(reply) => println!("sum = {}", reply.decode::<u32>().unwrap()),
-///         Err(e) => eprintln!("no sum: {e}"),
-///     })?;
-/// # Ok(()) }
-/// ```
-pub struct RequestBuilder<'a> {
-    kingpin: &'a mut Kingpin,
-    to: Target,
-    ns: String,
-    name: String,
-    payload: Vec<u8>,
-    fds: Vec<OwnedFd>,
-    timeout: Option<Duration>,
-    callbacks: Vec<CallbackFn>,
-}
-
-impl RequestBuilder<'_> {
-    /// Uses namespace `ns` instead of the default `"_"`.
-    pub fn ns(mut self, ns: &str) -> Self {
-        self.ns = ns.to_string();
-        self
-    }
-
-    /// Gives up after `timeout` (from now, queueing included) instead of the
-    /// kingpin's default.
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = Some(timeout);
-        self
-    }
-
-    /// Sends `fd` with the request (ownership passes to the handler).
-    pub fn fd(mut self, fd: impl Into<OwnedFd>) -> Self {
-        self.fds.push(fd.into());
-        self
-    }
-
-    /// Passes a callback the handler may invoke once; `f` runs on the
-    /// kingpin's loop. It is released, uncalled, when the request's timeout
-    /// passes or its handler dies.
-    pub fn callback(mut self, f: impl FnOnce(&mut Kingpin, Reply) + 'static) -> Self {
-        self.callbacks.push(CallbackFn::Local(Box::new(f)));
-        self
-    }
-
-    /// Sends the request; `done` runs on the kingpin's loop exactly once
-    /// with its end. Returns the request's id. A target with no route is an
-    /// error here.
-    pub fn then(self, done: impl FnOnce(&mut Kingpin, Outcome) + 'static) -> Result<u64, Error> {
-        self.start(Done::Local(Box::new(done)))
-    }
-
-    /// Sends the request and ignores how it ends.
-    pub fn send(self) -> Result<u64, Error> {
-        self.start(Done::Ignore)
-    }
-
-    /// Sends the request and runs the kingpin's loop until it ends (at the
-    /// latest at its timeout). Events that arrive meanwhile reach the event
-    /// handler after the wait. A request that ends without a reply is
-    /// [`Error::Request`].
-    pub fn wait(self) -> Result<Reply, Error> {
-        let RequestBuilder { kingpin, to, ns, name, payload, fds, timeout, callbacks } = self;
-        let id = kingpin.begin(Spec { to, ns, name, payload, fds, timeout }, callbacks, Done::Wait)?;
-        kingpin.wait_until(|k| k.waited.remove(&id)).map_err(Error::Request)
-    }
-
-    fn start(self, done: Done) -> Result<u64, Error> {
-        let RequestBuilder { kingpin, to, ns, name, payload, fds, timeout, callbacks } = self;
-        kingpin.begin(Spec { to, ns, name, payload, fds, timeout }, callbacks, done)
+impl RequestLoop for Kingpin {
+    fn begin(&mut self, spec: RequestSpec, callbacks: Vec<CallbackFn<Self>>, done: Done<Self>) -> Result<u64, Error> {
+        let RequestSpec { to, ns, name, payload, fds, timeout } = spec;
+        let handles = self.insert_fds(fds);
+        let now = self.clock.now();
+        let proto = &mut self.proto;
+        self.completions.begin(callbacks, done, |n| proto.request(to, &ns, &name, &payload, handles, timeout, n, now))
     }
 }
 
-/// A job's response (load-process-manager's `enqueue` result).
-#[derive(Debug)]
-pub struct JobResponse {
-    /// The job's id.
-    pub id: u64,
-    /// The worker that answered.
-    pub worker: WorkerInfo,
-    /// When the job was enqueued.
-    pub created_at: std::time::Instant,
-    /// The response payload.
-    pub payload: bytes::Bytes,
-    /// fds the worker sent back (a pipe or socket for a stream, say).
-    pub fds: Vec<OwnedFd>,
-}
-
-impl JobResponse {
-    /// Deserializes the payload (postcard) as `T`.
-    pub fn decode<T: serde::de::DeserializeOwned>(&self) -> Result<T, Error> {
-        Ok(postcard::from_bytes(&self.payload)?)
+impl WaitLoop for Kingpin {
+    fn wait_for(&mut self, id: u64) -> Outcome {
+        self.wait_until(|k| k.waited.remove(&id))
     }
 }
 
-/// How a job ended: its response, or why there is none.
-pub type JobOutcome = Result<JobResponse, mob_proto::RequestError>;
-
-/// A job being built; finish it with [`JobBuilder::then`] or
-/// [`JobBuilder::wait`].
-///
-/// ```no_run
-/// # fn f(kingpin: &mut mob_std::Kingpin) -> Result<(), mob_std::Error> {
-/// use std::time::Duration;
-///
-/// kingpin
-///     .enqueue("workers", &"resize /tmp/a.png")?
-///     .timeout(Duration::from_secs(5))
-///     .retries(1) // one more try if the first worker dies
-///     .then(|_kingpin, outcome| match outcome {
-///         Ok(response) => println!("done by {}", response.worker.pid),
-///         Err(e) => eprintln!("job failed: {e}"),
-///     })?;
-/// # Ok(()) }
-/// ```
-pub struct JobBuilder<'a> {
-    kingpin: &'a mut Kingpin,
-    role: String,
-    payload: Vec<u8>,
-    fds: Vec<OwnedFd>,
-    options: JobOptions,
+impl JobQueue for Kingpin {
+    fn queue_job(&mut self, job: JobSpec, done: JobDone<Self>) -> Result<u64, Error> {
+        let JobSpec { role, payload, fds, options } = job;
+        let handles = self.insert_fds(fds);
+        let id = self.proto.enqueue(&role, &payload, handles, options, self.clock.now())?;
+        self.jobs.insert(id, done);
+        Ok(id)
+    }
 }
 
-impl<'a> JobBuilder<'a> {
-    /// Gives up after `timeout` from now (default: never).
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.options.timeout = Some(timeout);
-        self
-    }
-
-    /// Up to `n` more tries if the worker handling the job dies (default 0).
-    pub fn retries(mut self, n: u32) -> Self {
-        self.options.retries = n;
-        self
-    }
-
-    /// Sends `fd` with the job (a connection to answer on, say). A job whose
-    /// fds have left cannot be retried.
-    pub fn fd(mut self, fd: impl Into<OwnedFd>) -> Self {
-        self.fds.push(fd.into());
-        self
-    }
-
-    /// Queues the job; `done` runs on the kingpin's loop with its end.
-    pub fn then(self, done: impl FnOnce(&mut Kingpin, JobOutcome) + 'static) -> Result<u64, Error> {
-        self.start(JobDone::Then(Box::new(done))).map(|(id, _)| id)
-    }
-
-    /// Queues the job and runs the kingpin's loop until it ends. A job that
-    /// ends without a response is [`Error::Request`].
-    pub fn wait(self) -> Result<JobResponse, Error> {
-        let (id, kingpin) = self.start(JobDone::Wait)?;
-        kingpin.wait_until(|k| k.jobs_waited.remove(&id)).map_err(Error::Request)
-    }
-
-    fn start(self, done: JobDone) -> Result<(u64, &'a mut Kingpin), Error> {
-        let JobBuilder { kingpin, role, payload, fds, options } = self;
-        let handles = kingpin.insert_fds(fds);
-        let now = kingpin.clock.now();
-        let id = kingpin.proto.enqueue(&role, &payload, handles, options, now)?;
-        kingpin.jobs.insert(id, done);
-        Ok((id, kingpin))
+impl WaitJobs for Kingpin {
+    fn wait_job(&mut self, id: u64) -> JobOutcome {
+        self.wait_until(|k| k.jobs_waited.remove(&id))
     }
 }

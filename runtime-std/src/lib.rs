@@ -76,27 +76,41 @@
 #![deny(missing_docs)]
 
 mod app;
-mod clock;
-mod error;
-mod handle;
 mod kingpin;
 mod link;
-mod message;
+mod loop_tx;
 mod mobster;
-mod rpc;
 
 pub use app::{App, Entry};
-pub use error::Error;
-pub use handle::{Handle, HandleRequest};
-pub use kingpin::{Event, JobBuilder, JobOutcome, JobResponse, Kingpin, Launch, RequestBuilder};
-pub use message::Message;
+pub use kingpin::{JobBuilder, Kingpin, RequestBuilder};
+pub use mob_app::{
+    Callback, Error, Event, JobOutcome, JobResponse, Launch, Message, Outcome, Reply, Request, Responder, WorkerEnv,
+};
 pub use mob_proto::{
     Backoff, CloseReason, ExitStatus, Intensity, KingpinConfig, OnRoleFailure, Phase, RequestError, Restart, RoleSpec,
     SendError, Source, Target, WorkerHealth, WorkerInfo, WorkerState,
 };
 pub use mob_sys::listen::{LISTEN_CONNECTION, LISTEN_LISTENER, LISTEN_NAMESPACE, ListenAddr, ListenMode, Listener};
-pub use mobster::{Incoming, Mobster, Proxy, WorkerEnv};
-pub use rpc::{Callback, Outcome, Reply, Request, Responder};
+pub use mobster::{Incoming, Mobster, Proxy};
+
+/// A clonable, `Send` handle to a loop (a mobster's or the kingpin's), for
+/// any thread (see [`mob_app::Handle`]).
+pub type Handle = mob_app::Handle<Kingpin>;
+
+/// A request being built on any thread (see [`mob_app::HandleRequest`]).
+///
+/// ```no_run
+/// # fn f(mob: &mob_std::Mobster) -> Result<(), mob_std::Error> {
+/// use mob_std::Target;
+/// use std::time::Duration;
+///
+/// let reply = mob.request(Target::Any("back".into()), "sum", &(2u32, 3u32))?
+///     .timeout(Duration::from_secs(1))
+///     .wait()?;
+/// println!("sum = {}", reply.decode::<u32>()?);
+/// # Ok(()) }
+/// ```
+pub type HandleRequest = mob_app::HandleRequest<Kingpin>;
 
 #[cfg(test)]
 mod tests {

@@ -8,7 +8,7 @@
 //! written, so proto's accounting (the high-water mark that turns sends into
 //! backpressure) sees exactly what a non-blocking runtime would.
 
-use crate::rpc::Command;
+use crate::loop_tx::{Command, WorkerCommand};
 use mob_proto::frame::Transmit;
 use mob_proto::{FdHandle, FdTable, LinkId};
 use mob_sys::channel::{RecvError, recv_with_fds, send_with_fds};
@@ -53,6 +53,8 @@ pub(crate) enum Msg {
     Signals(Vec<Signal>),
     /// A command from the application.
     App(Command),
+    /// A command only a mobster's loop takes.
+    Worker(WorkerCommand),
 }
 
 /// Read-ahead accounting shared by a reader thread and the loop.

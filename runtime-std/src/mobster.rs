@@ -8,23 +8,18 @@
 //! request and answer at once, and both sides sending at the same time never
 //! deadlocks.
 
-use crate::clock::Clock;
-use crate::handle::{Handle, HandleRequest};
 use crate::link::{Credit, LinkIo, Msg, ReadEnd};
-use crate::rpc::{
-    Answer, Callback, Command, LoopShared, LoopTx, RemoteCallback, RemoteDone, RemoteRequest, Reply, Request,
-    Responder, Starter, WorkerCommand,
-};
-use crate::{Error, Message};
+use crate::loop_tx::{Command, LoopTx, Starter, WorkerCommand};
+use crate::{Error, Handle, HandleRequest, Message, Reply, Request, WorkerEnv};
+use mob_app::{Answer, Callback, Clock, RemoteCallback, RemoteDone, RemoteRequest, RequestSpec, Responder};
 use mob_proto::wire::{DEFAULT_NAMESPACE, RPC_NAMESPACE};
 use mob_proto::{CloseReason, Failure, FdHandle, FdTable, LinkId, SendError, Source, Target, Worker, WorkerConfig};
 use mob_proto::{WorkerEvent, WorkerOutput};
 use mob_sys::listen::{LISTEN_CONNECTION, LISTEN_LISTENER, LISTEN_NAMESPACE, Listener};
-use mob_sys::{CHANNEL_FD, ENV_APP, ENV_FD, ENV_ROLE, ENV_SLOT};
 use serde::Serialize;
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel, sync_channel};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::thread::JoinHandle;
@@ -35,31 +30,6 @@ const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The one link of a worker.
 const LINK: LinkId = LinkId::from_u64(0);
-
-/// Who a worker is, as the kingpin's environment says.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct WorkerEnv {
-    /// The application's name.
-    pub app: String,
-    /// This worker's role.
-    pub role: String,
-    /// This worker's slot within the role.
-    pub slot: u32,
-    /// The fd of the channel to the kingpin.
-    pub fd: i32,
-}
-
-impl WorkerEnv {
-    /// Reads `MOB_ROLE`, `MOB_SLOT`, `MOB_APP` and `MOB_FD`; `None` if this
-    /// process was not started by a kingpin.
-    pub fn from_env() -> Option<WorkerEnv> {
-        let role = std::env::var(ENV_ROLE).ok()?;
-        let slot = std::env::var(ENV_SLOT).ok()?.parse().ok()?;
-        let app = std::env::var(ENV_APP).unwrap_or_default();
-        let fd = std::env::var(ENV_FD).ok().and_then(|f| f.parse().ok()).unwrap_or(CHANNEL_FD);
-        Some(WorkerEnv { app, role, slot, fd })
-    }
-}
 
 /// What a worker receives: the next thing its application must handle.
 #[derive(Debug)]
@@ -192,7 +162,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// ```
 pub struct Mobster {
     env: WorkerEnv,
-    tx: LoopTx,
+    tx: Arc<LoopTx>,
     state: Arc<WorkerState>,
     incoming: Receiver<(Incoming, usize)>,
 }
@@ -200,11 +170,8 @@ pub struct Mobster {
 impl Mobster {
     /// Connects to the kingpin described by the environment.
     pub fn from_env() -> Result<Mobster, Error> {
-        let env = WorkerEnv::from_env().ok_or(Error::NotAWorker("MOB_ROLE or MOB_SLOT is not set"))?;
-        // SAFETY: the kingpin placed our channel at this fd for us alone; we
-        // take ownership of it exactly once.
-        let fd = unsafe { OwnedFd::from_raw_fd(env.fd) };
-        Mobster::new(env, fd)
+        let (env, channel) = WorkerEnv::take_channel()?;
+        Mobster::new(env, channel)
     }
 
     /// Connects over `sock` (a Unix stream socket) as the worker `env`
@@ -228,12 +195,11 @@ impl Mobster {
         });
         let config =
             WorkerConfig { pid: std::process::id(), role: env.role.clone(), slot: env.slot, exports: Vec::new() };
-        let shared = LoopShared::new(None);
+        let loop_tx = LoopTx::new(tx);
         let run = {
-            let (tx, state, weak) = (tx.clone(), state.clone(), Arc::downgrade(&shared));
+            let (state, weak) = (state.clone(), Arc::downgrade(&loop_tx));
             move |exports: Vec<String>| {
-                let Some(shared) = weak.upgrade() else { return };
-                let loop_tx = LoopTx { tx, shared };
+                let Some(loop_tx) = weak.upgrade() else { return };
                 let driver_state = state.clone();
                 let end = DriverEnd(state.clone());
                 let config = WorkerConfig { exports, ..config };
@@ -246,8 +212,8 @@ impl Mobster {
                 }
             }
         };
-        *lock(&shared.start) = Some(Starter { exports: Vec::new(), run: Box::new(run) });
-        Ok(Mobster { env, tx: LoopTx { tx, shared }, state, incoming: app_rx })
+        loop_tx.set_starter(Starter { exports: Vec::new(), run: Box::new(run) });
+        Ok(Mobster { env, tx: loop_tx, state, incoming: app_rx })
     }
 
     /// This worker's role.
@@ -282,7 +248,7 @@ impl Mobster {
     /// before the worker first sends, requests, receives or reports
     /// ([`Error::TooLate`] otherwise).
     pub fn export(&mut self, name: &str) -> Result<(), Error> {
-        self.tx.shared.export(name)
+        self.tx.export(name)
     }
 
     /// A proxy for the functions `role` exports.
@@ -301,12 +267,9 @@ impl Mobster {
 
     /// Sends raw bytes with fds (given up by the caller).
     pub fn send_raw(&self, to: Target, ns: &str, name: &str, payload: &[u8], fds: Vec<OwnedFd>) -> Result<(), Error> {
-        let (ack, result) = sync_channel(1);
         let (ns, name, payload) = (ns.to_string(), name.to_string(), payload.to_vec());
-        self.tx
-            .send(Command::Send { to, ns, name, payload, fds, ack: Some(ack) })
-            .map_err(|_| Error::Send(SendError::Closed))?;
-        result.recv().unwrap_or(Err(Error::Send(SendError::Closed)))
+        self.ask(|ack| WorkerCommand::Send { to, ns, name, payload, fds, ack })
+            .unwrap_or(Err(Error::Send(SendError::Closed)))
     }
 
     /// Starts a request carrying `value` (postcard-encoded); finish it with
@@ -321,7 +284,7 @@ impl Mobster {
     /// (`Closed(CloseReason::Eof)` when the kingpin went away), or
     /// [`Error::Stopped`] after [`Handle::stop`].
     pub fn recv(&self) -> Result<Incoming, Error> {
-        self.tx.shared.ensure_started();
+        self.tx.ensure_started();
         match self.incoming.recv() {
             Ok((incoming, cost)) => {
                 self.state.credit.give(cost);
@@ -334,7 +297,7 @@ impl Mobster {
     /// As [`Mobster::recv`], waiting at most `timeout`: `Ok(None)` if nothing
     /// came.
     pub fn recv_timeout(&self, timeout: Duration) -> Result<Option<Incoming>, Error> {
-        self.tx.shared.ensure_started();
+        self.tx.ensure_started();
         match self.incoming.recv_timeout(timeout) {
             Ok((incoming, cost)) => {
                 self.state.credit.give(cost);
@@ -353,7 +316,7 @@ impl Mobster {
     /// same socket. Once the link has closed without one: the error
     /// [`Mobster::recv`] would give.
     pub fn listener(&self) -> Result<Listener, Error> {
-        self.tx.shared.ensure_started();
+        self.tx.ensure_started();
         let mut listening = lock(&self.state.listening);
         loop {
             if let Some(fd) = &listening.fd {
@@ -407,7 +370,7 @@ impl Mobster {
     /// Sends `make(ack)` to the driver and waits for its answer on `ack`.
     fn ask<T>(&self, make: impl FnOnce(std::sync::mpsc::SyncSender<T>) -> WorkerCommand) -> Option<T> {
         let (ack, answer) = sync_channel(1);
-        self.tx.send(Command::Worker(make(ack))).ok()?;
+        self.tx.send_worker(make(ack)).ok()?;
         answer.recv().ok()
     }
 }
@@ -416,12 +379,12 @@ impl Drop for Mobster {
     fn drop(&mut self) {
         if std::thread::panicking() {
             let message = LAST_PANIC.with(|p| p.borrow_mut().take()).unwrap_or_else(|| "panicked".to_string());
-            let _ = self.tx.send(Command::Worker(WorkerCommand::Fatal(format!("panicked: {message}"))));
+            let _ = self.tx.send_worker(WorkerCommand::Fatal(format!("panicked: {message}")));
         }
-        if !self.tx.shared.is_started() {
+        if !self.tx.is_started() {
             return;
         }
-        let _ = self.tx.tx.send(Msg::App(Command::Worker(WorkerCommand::Shutdown)));
+        let _ = self.tx.sender().send(Msg::Worker(WorkerCommand::Shutdown));
         let driver = lock(&self.state.driver).take();
         if let Some(driver) = driver {
             let _ = driver.join();
@@ -454,7 +417,7 @@ struct Driver {
     io: LinkIo,
     fds: FdTable<OwnedFd>,
     rx: Receiver<Msg>,
-    tx: LoopTx,
+    tx: Arc<LoopTx>,
     app: Sender<(Incoming, usize)>,
     state: Arc<WorkerState>,
     exports: Vec<String>,
@@ -471,13 +434,13 @@ impl Driver {
     fn start(
         config: WorkerConfig,
         channel: OwnedFd,
-        tx: LoopTx,
+        tx: Arc<LoopTx>,
         rx: Receiver<Msg>,
         app: Sender<(Incoming, usize)>,
         state: Arc<WorkerState>,
     ) {
-        tx.shared.set_thread();
-        let io = match LinkIo::start(LINK, channel, tx.tx.clone(), state.credit.clone(), "mob-link") {
+        tx.set_thread();
+        let io = match LinkIo::start(LINK, channel, tx.sender(), state.credit.clone(), "mob-link") {
             Ok(io) => io,
             Err(_) => {
                 *lock(&state.closed) = Some(CloseReason::Transport("could not start the link's threads"));
@@ -574,6 +537,7 @@ impl Driver {
             Msg::WriteFailed { .. } => self.proto.handle_link_error("write error"),
             Msg::Signals(_) => {}
             Msg::App(cmd) => self.command(cmd),
+            Msg::Worker(cmd) => self.worker_command(cmd),
         }
     }
 
@@ -660,12 +624,9 @@ impl Driver {
 
     fn command(&mut self, cmd: Command) {
         match cmd {
-            Command::Send { to, ns, name, payload, fds, ack } => {
+            Command::Send { to, ns, name, payload, fds } => {
                 let handles = self.insert_fds(fds);
-                let result = self.proto.send(to, &ns, &name, &payload, handles).map_err(Error::Send);
-                if let Some(ack) = ack {
-                    let _ = ack.send(result);
-                }
+                let _ = self.proto.send(to, &ns, &name, &payload, handles);
             }
             Command::Request(r) => self.begin(r),
             Command::Respond { to: Answer::Call(call), result, payload, fds } => {
@@ -677,28 +638,38 @@ impl Driver {
                 let _ = self.proto.invoke(call, callback, &payload, handles);
             }
             Command::Respond { .. } | Command::Invoke { .. } | Command::Kingpin(_) => {}
-            Command::Stop | Command::Worker(WorkerCommand::Shutdown) => self.closing = true,
-            Command::Worker(WorkerCommand::SetReady(ready, ack)) => {
+            Command::Stop => self.closing = true,
+        }
+    }
+
+    fn worker_command(&mut self, cmd: WorkerCommand) {
+        match cmd {
+            WorkerCommand::Send { to, ns, name, payload, fds, ack } => {
+                let handles = self.insert_fds(fds);
+                let _ = ack.send(self.proto.send(to, &ns, &name, &payload, handles).map_err(Error::Send));
+            }
+            WorkerCommand::Shutdown => self.closing = true,
+            WorkerCommand::SetReady(ready, ack) => {
                 let rss = mob_sys::process::rss_kib().unwrap_or(0);
                 let _ = ack.send(self.proto.set_ready(ready, rss).map_err(Error::Send));
             }
-            Command::Worker(WorkerCommand::Scale(workers, ack)) => {
+            WorkerCommand::Scale(workers, ack) => {
                 let _ = ack.send(self.proto.scale(workers).map_err(Error::Send));
             }
-            Command::Worker(WorkerCommand::Fatal(message)) => {
+            WorkerCommand::Fatal(message) => {
                 let _ = self.proto.fatal(&message);
             }
-            Command::Worker(WorkerCommand::Pending(ack)) => {
+            WorkerCommand::Pending(ack) => {
                 let _ = ack.send(self.proto.pending());
             }
-            Command::Worker(WorkerCommand::OpenCalls(ack)) => {
+            WorkerCommand::OpenCalls(ack) => {
                 let _ = ack.send(self.proto.open_calls().collect());
             }
         }
     }
 
     fn begin(&mut self, r: RemoteRequest) {
-        let RemoteRequest { to, ns, name, payload, fds, timeout, callbacks, done } = r;
+        let RemoteRequest { spec: RequestSpec { to, ns, name, payload, fds, timeout }, callbacks, done } = r;
         if self.closing {
             return done.finish(Err(Error::Stopped));
         }

@@ -5,7 +5,9 @@ use serde::de::DeserializeOwned;
 use std::os::fd::OwnedFd;
 
 /// A one-way message delivered to the application, with the fds that came
-/// with it (owned: dropping the message closes them).
+/// with it (owned: dropping the message closes them). `From` is who sent it:
+/// a [`mob_proto::Source`] on a worker, a [`mob_proto::WorkerInfo`] on the
+/// kingpin.
 #[derive(Debug)]
 pub struct Message<From> {
     /// Who sent it.

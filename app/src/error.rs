@@ -1,11 +1,10 @@
-//! The runtime's error type (the same variants as `mob-mio`'s, plus
-//! [`Error::Deadlock`]).
+//! The runtimes' error type.
 
-use mob_proto::{CloseReason, SendError};
+use mob_proto::{CloseReason, RequestError, SendError};
 use std::fmt;
 use std::io;
 
-/// Everything that can go wrong in the std runtime.
+/// Everything that can go wrong in a mob runtime.
 #[derive(Debug)]
 pub enum Error {
     /// A system call failed.
@@ -22,15 +21,16 @@ pub enum Error {
     /// The kingpin was started with a role this binary has no entry for.
     UnknownRole(String),
     /// A request ended without a reply.
-    Request(mob_proto::RequestError),
+    Request(RequestError),
     /// The loop has stopped (the mobster was dropped or stopped, the kingpin
     /// returned from `run`).
     Stopped,
-    /// Exports must be declared before the worker first sends or receives.
+    /// Exports must be declared before the worker first sends, receives or
+    /// runs.
     TooLate,
     /// Waiting here would never end: `wait` was called on the thread that
-    /// runs the loop it waits for (in a `then` or callback closure, or in
-    /// the kingpin's event handler through a [`crate::Handle`]).
+    /// runs the loop it waits for (in a closure that loop runs, or through a
+    /// [`crate::Handle`] on the loop's own thread).
     Deadlock,
 }
 
@@ -51,7 +51,15 @@ impl fmt::Display for Error {
     }
 }
 
-impl std::error::Error for Error {}
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io(e) => Some(e),
+            Error::Payload(e) => Some(e),
+            _ => None,
+        }
+    }
+}
 
 impl From<io::Error> for Error {
     fn from(e: io::Error) -> Self {
@@ -71,8 +79,8 @@ impl From<postcard::Error> for Error {
     }
 }
 
-impl From<mob_proto::RequestError> for Error {
-    fn from(e: mob_proto::RequestError) -> Self {
+impl From<RequestError> for Error {
+    fn from(e: RequestError) -> Self {
         Error::Request(e)
     }
 }

@@ -1,0 +1,55 @@
+//! How the kingpin starts a worker process: which program, and the
+//! environment that tells it who it is.
+
+use crate::Error;
+use mob_proto::Spawn;
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::os::fd::OwnedFd;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Stdio};
+
+/// How the processes of a role are started.
+#[derive(Clone, Debug)]
+pub enum Launch {
+    /// Re-execute this program (with the same arguments, as Node's cluster
+    /// does); its `main` sees `MOB_ROLE` and runs the role's entry.
+    SelfExec,
+    /// Run another executable, which must speak the protocol on fd 3 (for
+    /// example one built with either runtime's `Mobster::from_env`).
+    Exe {
+        /// The program.
+        program: PathBuf,
+        /// Its arguments.
+        args: Vec<OsString>,
+    },
+}
+
+/// Starts the worker `spawn` asks for, as `launch` says for its role (a
+/// re-execution of this program for roles missing from it), titled
+/// `APP: ROLE#SLOT` and told who it is in `MOB_*` variables. Returns the
+/// child and the kingpin's end of its channel (blocking).
+pub fn spawn_worker(launch: &HashMap<String, Launch>, app: &str, spawn: &Spawn) -> Result<(Child, OwnedFd), Error> {
+    let mut cmd = match launch.get(&*spawn.role).cloned().unwrap_or(Launch::SelfExec) {
+        Launch::SelfExec => {
+            let mut cmd = std::process::Command::new(std::env::current_exe()?);
+            cmd.args(std::env::args_os().skip(1));
+            cmd
+        }
+        Launch::Exe { program, args } => {
+            let mut cmd = std::process::Command::new(program);
+            cmd.args(args);
+            cmd
+        }
+    };
+    cmd.arg0(format!("{app}: {}#{}", spawn.role, spawn.slot))
+        .env(mob_sys::ENV_ROLE, &*spawn.role)
+        .env(mob_sys::ENV_SLOT, spawn.slot.to_string())
+        .env(mob_sys::ENV_APP, app)
+        .env(mob_sys::ENV_FD, mob_sys::CHANNEL_FD.to_string())
+        .stdin(Stdio::null());
+    let (ours, theirs) = mob_sys::channel::socketpair()?;
+    let child = mob_sys::spawn::spawn_worker(&mut cmd, theirs)?;
+    Ok((child, ours))
+}

@@ -1,0 +1,74 @@
+//! `mob-app`: what mob's two runtimes share above the protocol.
+//!
+//! `mob-proto` decides everything about the protocol without IO; `mob-sys`
+//! makes the system calls. Between them and the runtimes (`mob-mio`, an
+//! event loop; `mob-std`, blocking IO on threads) sits this crate: the
+//! application's vocabulary, which holds fds and uses `std`, and the parts of
+//! a kingpin and a mobster that do not depend on how a runtime does its IO.
+//! Each runtime re-exports the vocabulary under its own name (`mob_mio::App`,
+//! `mob_std::App`...), so moving between them is a change of import.
+//!
+//! - The application's side: [`App`] (its builder, generic over the
+//!   runtime's kingpin), [`Event`], [`Message`], [`Request`] with its
+//!   [`Responder`] and [`Callback`]s, [`Reply`], [`Handle`] and
+//!   [`HandleRequest`] (from any thread), [`RequestBuilder`] and
+//!   [`JobBuilder`] (on the loop's thread), [`JobResponse`], [`Error`].
+//! - For runtimes: how answers and commands reach a loop ([`LoopSender`],
+//!   [`Command`], [`Answers`]), a requester's bookkeeping ([`Completions`]),
+//!   the [`Clock`], [`WorkerEnv`], and in [`kingpin`] the IO-free parts of a
+//!   kingpin: turning proto's events into the application's, starting and
+//!   reaping workers, shared listeners, broadcasts.
+#![deny(missing_docs)]
+
+mod answer;
+mod app;
+mod clock;
+mod command;
+mod completions;
+mod error;
+mod handle;
+mod job;
+pub mod kingpin;
+mod message;
+mod reply;
+mod request;
+mod request_builder;
+mod request_spec;
+pub mod worker;
+
+pub use answer::{Answer, Answers};
+pub use app::{App, Entry, EventHandler, Runtime};
+pub use clock::Clock;
+pub use command::{Command, LoopSender, RemoteCallback, RemoteDone, RemoteRequest};
+pub use completions::{CallbackFn, Completions, Done, LocalCallback, LocalDone};
+pub use error::Error;
+pub use handle::{Handle, HandleRequest};
+pub use job::{JobBuilder, JobDone, JobDoneFn, JobOutcome, JobQueue, JobResponse, JobSpec, WaitJobs};
+pub use kingpin::{Event, Launch};
+pub use message::Message;
+pub use reply::{Outcome, Reply};
+pub use request::{Callback, Request, Responder};
+pub use request_builder::{RequestBuilder, RequestLoop, WaitLoop};
+pub use request_spec::RequestSpec;
+pub use worker::WorkerEnv;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn send<T: Send>() {}
+    fn send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn what_threads_share_can_be_shared() {
+        send_sync::<Handle<()>>();
+        send::<HandleRequest<()>>();
+        send::<Request<mob_proto::Source>>();
+        send::<Request<mob_proto::WorkerInfo>>();
+        send::<Responder>();
+        send::<Callback>();
+        send::<Reply>();
+        send::<Error>();
+        send::<Command<()>>();
+    }
+}
