@@ -1,101 +1,30 @@
 //! The kingpin side: the supervisor's event loop.
 
-use crate::clock::Clock;
 use crate::link::{Outgoing, READ_BUF, ReadEnd, WriteEnd, read_link, write_link};
 use crate::listen::{LISTEN_CONNECTION, LISTEN_LISTENER, LISTEN_NAMESPACE, ListenAddr, ListenMode, Listener};
-use crate::request::{CallbackFn, Completions, Done, Handle, RequestBuilder, RequestLoop, Spec};
-use crate::rpc::{Answer, Callback, Command, LoopTx, Reply, Request, Responder, Shared};
-use crate::{Error, Message};
+use crate::loop_tx::{Command, LoopTx};
+use crate::{Error, Event, Handle, Launch, RequestBuilder};
 use mio::net::UnixStream;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
+use mob_app::RequestSpec as Spec;
+use mob_app::kingpin::{RoleListener, Translated};
+use mob_app::{Answer, CallbackFn, Clock, Completions, Done, JobDone, JobQueue, JobSpec, RequestLoop};
 use mob_proto::frame::Transmit;
 use mob_proto::wire::DEFAULT_NAMESPACE;
-use mob_proto::{
-    CloseReason, ExitStatus, FdHandle, FdTable, JobOptions, KingpinConfig, LinkId, Output, Phase, Spawn, Target,
-    WorkerHealth, WorkerInfo,
-};
+use mob_proto::{FdHandle, FdTable, KingpinConfig, LinkId, Output, Phase, Spawn, Target, WorkerHealth, WorkerInfo};
 use mob_sys::signals::SignalPipe;
 use nix::sys::signal::Signal;
 use serde::Serialize;
 use std::collections::HashMap;
-use std::ffi::OsString;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::path::PathBuf;
-use std::process::{Child, ExitCode, Stdio};
+use std::process::{Child, ExitCode};
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, channel};
 
 const SIGNALS: Token = Token(0);
 const WAKER: Token = Token(1);
 const FIRST_LINK: usize = 2;
-
-/// How the processes of a role are started.
-#[derive(Clone, Debug)]
-pub enum Launch {
-    /// Re-execute this program (with the same arguments, as Node's cluster
-    /// does); its `main` sees `MOB_ROLE` and runs the role's entry.
-    SelfExec,
-    /// Run another executable, which must speak the protocol on fd 3
-    /// (for example one built with [`crate::Mobster::from_env`]).
-    Exe {
-        /// The program.
-        program: PathBuf,
-        /// Its arguments.
-        args: Vec<OsString>,
-    },
-}
-
-/// What the kingpin tells its application.
-#[derive(Debug)]
-pub enum Event {
-    /// A worker process was started.
-    WorkerSpawned(WorkerInfo),
-    /// A worker completed its handshake.
-    WorkerUp(WorkerInfo),
-    /// A worker's link closed for a reason other than its exit (bad input,
-    /// handshake timeout, ...). Its process is killed and revived.
-    LinkClosed(WorkerInfo, CloseReason),
-    /// A worker is ready for work.
-    WorkerReady(WorkerInfo),
-    /// A worker process ended (its slot is revived as its role's policy
-    /// says).
-    WorkerExited {
-        /// The worker.
-        worker: WorkerInfo,
-        /// How it ended.
-        status: ExitStatus,
-        /// Why, if it died abnormally: its panic message if it sent one,
-        /// else its exit status in words.
-        error: Option<String>,
-    },
-    /// Every worker of a role is ready.
-    RoleOnline(String),
-    /// Every role is online (once).
-    AppOnline,
-    /// A role restarted more often than its intensity allows and was stopped.
-    RoleFailed {
-        /// The role.
-        role: String,
-        /// Why its last worker died.
-        last_error: Option<String>,
-    },
-    /// A rolling reload finished.
-    RoleReloaded(String),
-    /// A worker sent a message to the kingpin.
-    Message(Message<WorkerInfo>),
-    /// A worker sent a request to the kingpin: answer it through the
-    /// [`Request`] (dropping it answers "dropped without reply").
-    Request(Request<WorkerInfo>),
-    /// A worker's message had no route and was dropped.
-    Undeliverable {
-        /// Who sent it.
-        from: WorkerInfo,
-        /// Where it was going.
-        to: Target,
-    },
-}
 
 type EventHandler = Box<dyn FnMut(&mut Kingpin, Event)>;
 type SignalHandler = Box<dyn FnMut(&mut Kingpin, i32)>;
@@ -116,12 +45,12 @@ pub struct Kingpin {
     on_event: Option<EventHandler>,
     on_signal: Option<SignalHandler>,
     completions: Completions<Kingpin>,
-    jobs: HashMap<u64, JobDone>,
-    listeners: Vec<(String, Listener, ListenMode)>,
+    jobs: HashMap<u64, JobDone<Kingpin>>,
+    listeners: Vec<RoleListener>,
     fatal: HashMap<LinkId, String>,
     exit: Option<bool>,
     rx: Receiver<Command>,
-    tx: LoopTx,
+    tx: Arc<LoopTx>,
     buf: Vec<u8>,
     stopping: bool,
 }
@@ -135,7 +64,7 @@ impl Kingpin {
         poll.registry().register(&mut SourceFd(&signals.as_raw_fd()), SIGNALS, Interest::READABLE)?;
         let waker = Waker::new(poll.registry(), WAKER)?;
         let (tx, rx) = channel();
-        let tx = LoopTx { tx, shared: Arc::new(Shared::new(waker)) };
+        let tx = LoopTx::new(tx, waker);
         mob_sys::process::set_name(&config.app);
         Ok(Kingpin {
             proto: mob_proto::Kingpin::new(config),
@@ -184,20 +113,10 @@ impl Kingpin {
     /// the kingpin dups it per worker and closes its own copies. Returns how
     /// many workers it was queued for.
     pub fn broadcast(&mut self, role: Option<&str>, ns: &str, name: &str, payload: &[u8], fds: Vec<OwnedFd>) -> usize {
-        let pids: Vec<u32> = self
-            .proto
-            .workers()
-            .filter(|(w, phase)| *phase != Phase::Closing && w.pid != 0 && role.is_none_or(|r| *w.role == *r))
-            .map(|(w, _)| w.pid)
-            .collect();
-        let mut sent = 0;
-        for pid in pids {
-            let Ok(copies) = fds.iter().map(|fd| fd.try_clone()).collect::<std::io::Result<Vec<_>>>() else { continue };
-            if self.send_raw(Target::Pid(pid), ns, name, payload, copies).is_ok() {
-                sent += 1;
-            }
-        }
-        sent
+        let pids = mob_app::kingpin::live_pids(&self.proto, role);
+        mob_app::kingpin::fan_out(pids, &fds, |pid, copies| {
+            self.send_raw(Target::Pid(pid), ns, name, payload, copies).is_ok()
+        })
     }
 
     /// Sends raw bytes with fds (given up by the caller).
@@ -254,10 +173,7 @@ impl Kingpin {
 
     /// The address `role` listens on, if it was given one.
     pub fn local_addr(&self, role: &str) -> Option<std::net::SocketAddr> {
-        self.listeners.iter().find_map(|(r, l, _)| match l {
-            Listener::Tcp(t) if r == role => t.local_addr().ok(),
-            _ => None,
-        })
+        mob_app::kingpin::local_addr(&self.listeners, role)
     }
 
     /// Accepts every waiting connection on listener `index` and hands each
@@ -279,13 +195,7 @@ impl Kingpin {
     /// Queues the shared listener for a worker of a listening role that was
     /// just spawned: it arrives right after the worker's welcome.
     fn hand_listener(&mut self, worker: &WorkerInfo) {
-        let fds: Vec<OwnedFd> = self
-            .listeners
-            .iter()
-            .filter(|(r, _, mode)| *r == *worker.role && *mode == ListenMode::Shared)
-            .filter_map(|(_, l, _)| l.try_clone_fd().ok())
-            .collect();
-        for fd in fds {
+        for fd in mob_app::kingpin::shared_with(&self.listeners, &worker.role) {
             let _ = self.send_raw(Target::Pid(worker.pid), LISTEN_NAMESPACE, LISTEN_LISTENER, &[], vec![fd]);
         }
     }
@@ -335,13 +245,7 @@ impl Kingpin {
     /// worker with the fewest jobs in flight.
     pub fn enqueue<T: Serialize + ?Sized>(&mut self, role: &str, value: &T) -> Result<JobBuilder<'_>, Error> {
         let payload = postcard::to_allocvec(value)?;
-        Ok(JobBuilder {
-            kingpin: self,
-            role: role.to_string(),
-            payload,
-            fds: Vec::new(),
-            options: JobOptions::default(),
-        })
+        Ok(JobBuilder::new(self, role, payload))
     }
 
     /// Runs until [`Kingpin::stop`], SIGINT or SIGTERM.
@@ -410,19 +314,7 @@ impl Kingpin {
     /// Reaps every child that has ended, reading what its link still holds
     /// first so its last messages are not lost.
     fn reap(&mut self) {
-        let mut ended = Vec::new();
-        for (&pid, child) in self.children.iter_mut() {
-            if let Ok(Some(status)) = child.try_wait() {
-                let status = match (status.code(), status.signal()) {
-                    (Some(code), _) => ExitStatus::Code(code),
-                    (None, Some(sig)) => ExitStatus::Signal(sig),
-                    (None, None) => ExitStatus::Code(-1),
-                };
-                ended.push((pid, status));
-            }
-        }
-        for (pid, status) in ended {
-            self.children.remove(&pid);
+        for (pid, status) in mob_app::kingpin::reap(&mut self.children) {
             if let Some(link) = self.link_of(pid) {
                 self.read(link);
             }
@@ -495,9 +387,8 @@ impl Kingpin {
                 let _ = self.send_raw(to, &ns, &name, &payload, fds);
             }
             Command::Request(r) => {
-                let spec =
-                    Spec { to: r.to, ns: r.ns, name: r.name, payload: r.payload, fds: r.fds, timeout: r.timeout };
-                let _ = self.begin(spec, Vec::new(), Done::Remote(r.done));
+                let (spec, callbacks, done) = r.into_parts();
+                let _ = self.begin(spec, callbacks, done);
             }
             Command::Respond { to: Answer::Worker(link, id), result, payload, fds } => {
                 let handles = fds.into_iter().map(|fd| self.fds.insert(fd)).collect();
@@ -542,81 +433,36 @@ impl Kingpin {
     }
 
     /// Turns proto's event into the application's, or handles it here
-    /// (replies and callbacks go to their closures).
+    /// (replies, callbacks and jobs go to their closures).
     fn convert(&mut self, event: mob_proto::Event) -> Option<Event> {
-        use mob_proto::Event as E;
-        Some(match event {
-            E::WorkerSpawned(w) => {
-                self.hand_listener(&w);
-                Event::WorkerSpawned(w)
-            }
-            E::WorkerUp(w) => Event::WorkerUp(w),
-            E::LinkClosed(w, r) => Event::LinkClosed(w, r),
-            E::WorkerExited(worker, status) => {
-                let error = self.fatal.remove(&worker.link).or_else(|| match status {
-                    ExitStatus::Code(0) => None,
-                    ExitStatus::Code(c) => Some(format!("exited with code {c}")),
-                    ExitStatus::Signal(s) => Some(format!("killed by signal {s}")),
-                });
-                Event::WorkerExited { worker, status, error }
-            }
-            E::WorkerReady(w) => Event::WorkerReady(w),
-            E::RoleOnline(r) => Event::RoleOnline(r.to_string()),
-            E::AppOnline => Event::AppOnline,
-            E::RoleFailed { role, last_error } => Event::RoleFailed { role: role.to_string(), last_error },
-            E::RoleReloaded(r) => Event::RoleReloaded(r.to_string()),
-            E::WorkerFatal(w, message) => {
-                self.fatal.insert(w.link, message);
-                return None;
-            }
-            E::JobDone { id, created_at, result } => {
-                let result = result.map(|(worker, payload, fds)| JobResponse {
-                    id,
-                    worker,
-                    created_at: self.clock.std_instant(created_at),
-                    payload,
-                    fds: self.take_fds(fds),
-                });
-                if let Some(done) = self.jobs.remove(&id) {
-                    done.finish(self, result);
+        match mob_app::kingpin::translate(event, &mut self.fds, &self.clock, &mut self.fatal, &self.tx) {
+            Translated::App(event) => {
+                if let Event::WorkerSpawned(w) = &event {
+                    self.hand_listener(w);
                 }
-                return None;
+                return Some(event);
             }
-            E::Message { from, ns, name, payload, fds } => {
-                let fds = self.take_fds(fds);
-                Event::Message(Message { from, ns, name, payload, fds })
+            Translated::JobDone { id, outcome } => {
+                if let Some(done) = self.jobs.remove(&id) {
+                    done.finish(self, outcome);
+                }
             }
-            E::Request { from, id, ns, name, payload, fds, callbacks } => {
-                let fds = self.take_fds(fds);
-                let to = Answer::Worker(from.link, id);
-                let callbacks = callbacks.into_iter().map(|cb| Callback::new(to, cb, self.tx.clone())).collect();
-                let responder = Responder::new(to, self.tx.clone());
-                Event::Request(Request::new(from, ns, name, payload, fds, callbacks, responder))
-            }
-            E::Reply { id, result } => {
-                let outcome = result.map(|(payload, fds)| Reply { payload, fds: self.take_fds(fds) });
+            Translated::Reply { id, outcome } => {
                 if let Some(done) = self.completions.done.remove(&id) {
                     done.finish(self, outcome);
                 }
-                return None;
             }
-            E::Callback { callback, payload, fds } => {
-                let reply = Reply { payload, fds: self.take_fds(fds) };
-                if let Some(f) = self.completions.callbacks.remove(&callback) {
-                    f(self, reply);
+            Translated::Callback { id, reply } => {
+                if let Some(f) = self.completions.callbacks.remove(&id) {
+                    f.call(self, reply);
                 }
-                return None;
             }
-            E::CallbackReleased { callback } => {
-                self.completions.callbacks.remove(&callback);
-                return None;
+            Translated::CallbackReleased { id } => {
+                self.completions.callbacks.remove(&id);
             }
-            E::Undeliverable { from, to, .. } => Event::Undeliverable { from, to },
-        })
-    }
-
-    fn take_fds(&mut self, handles: Vec<FdHandle>) -> Vec<OwnedFd> {
-        handles.into_iter().filter_map(|h| self.fds.take(h)).collect()
+            Translated::Kept => {}
+        }
+        None
     }
 
     fn spawn(&mut self, spawn: Spawn) {
@@ -637,85 +483,21 @@ impl Kingpin {
     }
 
     fn start_process(&self, spawn: &Spawn) -> Result<(Child, UnixStream), Error> {
-        let app = &self.proto.config().app;
-        let mut cmd = match self.launch.get(&*spawn.role).cloned().unwrap_or(Launch::SelfExec) {
-            Launch::SelfExec => {
-                let mut cmd = std::process::Command::new(std::env::current_exe()?);
-                cmd.args(std::env::args_os().skip(1));
-                cmd
-            }
-            Launch::Exe { program, args } => {
-                let mut cmd = std::process::Command::new(program);
-                cmd.args(args);
-                cmd
-            }
-        };
-        cmd.arg0(format!("{app}: {}#{}", spawn.role, spawn.slot))
-            .env(mob_sys::ENV_ROLE, &*spawn.role)
-            .env(mob_sys::ENV_SLOT, spawn.slot.to_string())
-            .env(mob_sys::ENV_APP, app)
-            .env(mob_sys::ENV_FD, mob_sys::CHANNEL_FD.to_string())
-            .stdin(Stdio::null());
-        let (ours, theirs) = mob_sys::channel::socketpair()?;
+        let (child, ours) = mob_app::kingpin::spawn_worker(&self.launch, &self.proto.config().app, spawn)?;
         mob_sys::channel::set_nonblocking(&ours, true)?;
-        let child = mob_sys::spawn::spawn_worker(&mut cmd, theirs)?;
         let sock = UnixStream::from_std(std::os::unix::net::UnixStream::from(ours));
         Ok((child, sock))
     }
 
     /// Kills every worker still running and waits for each.
     fn kill_remaining(&mut self) {
-        for (&pid, _) in self.children.iter() {
-            let _ = mob_sys::process::kill(pid);
-        }
-        for (_, mut child) in self.children.drain() {
-            let _ = child.wait();
-        }
+        mob_app::kingpin::kill_all(&mut self.children);
         self.links.clear();
     }
 }
 
-/// A job's response (load-process-manager's `enqueue` result).
-#[derive(Debug)]
-pub struct JobResponse {
-    /// The job's id.
-    pub id: u64,
-    /// The worker that answered.
-    pub worker: WorkerInfo,
-    /// When the job was enqueued.
-    pub created_at: std::time::Instant,
-    /// The response payload.
-    pub payload: bytes::Bytes,
-    /// fds the worker sent back (a pipe or socket for a stream, say).
-    pub fds: Vec<OwnedFd>,
-}
-
-impl JobResponse {
-    /// Deserializes the payload (postcard) as `T`.
-    pub fn decode<T: serde::de::DeserializeOwned>(&self) -> Result<T, Error> {
-        Ok(postcard::from_bytes(&self.payload)?)
-    }
-}
-
-/// How a job ended: its response, or why there is none.
-pub type JobOutcome = Result<JobResponse, mob_proto::RequestError>;
-
-/// A closure run on the kingpin's loop when a job ends.
-type JobDoneFn = Box<dyn FnOnce(&mut Kingpin, JobOutcome)>;
-
-enum JobDone {
-    Then(JobDoneFn),
-}
-
-impl JobDone {
-    fn finish(self, kingpin: &mut Kingpin, outcome: JobOutcome) {
-        match self {
-            JobDone::Then(f) => f(kingpin, outcome),
-        }
-    }
-}
-
-/// A job being built; finish it with [`JobBuilder::then`].
+/// A job being built; finish it with [`JobBuilder::then`] (see
+/// [`mob_app::JobBuilder`]).
 ///
 /// ```no_run
 /// # fn f(kingpin: &mut mob_mio::Kingpin) -> Result<(), mob_mio::Error> {
@@ -731,41 +513,14 @@ impl JobDone {
 ///     })?;
 /// # Ok(()) }
 /// ```
-pub struct JobBuilder<'a> {
-    kingpin: &'a mut Kingpin,
-    role: String,
-    payload: Vec<u8>,
-    fds: Vec<OwnedFd>,
-    options: JobOptions,
-}
+pub type JobBuilder<'a> = mob_app::JobBuilder<'a, Kingpin>;
 
-impl JobBuilder<'_> {
-    /// Gives up after `timeout` from now (default: never).
-    pub fn timeout(mut self, timeout: std::time::Duration) -> Self {
-        self.options.timeout = Some(timeout);
-        self
-    }
-
-    /// Up to `n` more tries if the worker handling the job dies (default 0).
-    pub fn retries(mut self, n: u32) -> Self {
-        self.options.retries = n;
-        self
-    }
-
-    /// Sends `fd` with the job (a connection to answer on, say). A job whose
-    /// fds have left cannot be retried.
-    pub fn fd(mut self, fd: impl Into<OwnedFd>) -> Self {
-        self.fds.push(fd.into());
-        self
-    }
-
-    /// Queues the job; `done` runs on the kingpin's loop with its end.
-    pub fn then(self, done: impl FnOnce(&mut Kingpin, JobOutcome) + 'static) -> Result<u64, Error> {
-        let JobBuilder { kingpin, role, payload, fds, options } = self;
-        let handles = fds.into_iter().map(|fd| kingpin.fds.insert(fd)).collect();
-        let now = kingpin.clock.now();
-        let id = kingpin.proto.enqueue(&role, &payload, handles, options, now)?;
-        kingpin.jobs.insert(id, JobDone::Then(Box::new(done)));
+impl JobQueue for Kingpin {
+    fn queue_job(&mut self, job: JobSpec, done: JobDone<Self>) -> Result<u64, Error> {
+        let JobSpec { role, payload, fds, options } = job;
+        let handles = fds.into_iter().map(|fd| self.fds.insert(fd)).collect();
+        let id = self.proto.enqueue(&role, &payload, handles, options, self.clock.now())?;
+        self.jobs.insert(id, done);
         Ok(id)
     }
 }
@@ -775,18 +530,8 @@ impl RequestLoop for Kingpin {
         let Spec { to, ns, name, payload, fds, timeout } = spec;
         let handles = fds.into_iter().map(|fd| self.fds.insert(fd)).collect();
         let now = self.clock.now();
-        match self.proto.request(to, &ns, &name, &payload, handles, timeout, callbacks.len(), now) {
-            Ok((id, ids)) => {
-                self.completions.insert(id, done, ids, callbacks);
-                Ok(id)
-            }
-            Err(e) => {
-                if let Done::Remote(r) = done {
-                    r.finish(Err(Error::Send(e.clone())));
-                }
-                Err(Error::Send(e))
-            }
-        }
+        let proto = &mut self.proto;
+        self.completions.begin(callbacks, done, |n| proto.request(to, &ns, &name, &payload, handles, timeout, n, now))
     }
 }
 

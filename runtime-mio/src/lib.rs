@@ -39,26 +39,31 @@
 //! notices.
 
 mod app;
-mod clock;
-mod error;
 mod handlers;
 mod kingpin;
 mod link;
 use mob_sys::listen;
-mod message;
+mod loop_tx;
 mod mobster;
-mod request;
-mod rpc;
 
 pub use app::{App, Entry};
-pub use error::Error;
-pub use kingpin::{Event, JobBuilder, JobOutcome, JobResponse, Kingpin, Launch};
+pub use kingpin::{JobBuilder, Kingpin};
 pub use listen::{LISTEN_CONNECTION, LISTEN_LISTENER, LISTEN_NAMESPACE, ListenAddr, ListenMode, Listener};
-pub use message::Message;
+pub use mob_app::{
+    Callback, Error, Event, JobOutcome, JobResponse, Launch, Message, Outcome, Reply, Request, RequestBuilder,
+    Responder, WorkerEnv,
+};
 pub use mob_proto::{
     Backoff, CloseReason, ExitStatus, Intensity, KingpinConfig, OnRoleFailure, Phase, RequestError, Restart, RoleSpec,
     SendError, Source, Target, WorkerHealth, WorkerInfo, WorkerState,
 };
-pub use mobster::{Mobster, Proxy, StopDone, WorkerEnv};
-pub use request::{Handle, HandleRequest, RequestBuilder};
-pub use rpc::{Callback, Outcome, Reply, Request, Responder};
+pub use mobster::{Mobster, Proxy, StopDone};
+
+/// A clonable, `Send` handle to an event loop (a mobster's or the
+/// kingpin's), for application threads: an HTTP server's, a pool's (see
+/// [`mob_app::Handle`]).
+pub type Handle = mob_app::Handle<Kingpin>;
+
+/// A request being built from another thread (see
+/// [`mob_app::HandleRequest`]).
+pub type HandleRequest = mob_app::HandleRequest<Kingpin>;

@@ -1,22 +1,21 @@
 //! The worker side: a *mobster* connected to its kingpin.
 
-use crate::clock::Clock;
 use crate::handlers::Handlers;
 use crate::link::{Outgoing, READ_BUF, ReadEnd, WriteEnd, read_link, write_link};
 use crate::listen::{LISTEN_CONNECTION, LISTEN_LISTENER, LISTEN_NAMESPACE, Listener};
-use crate::request::{CallbackFn, Completions, Done, Handle, RequestBuilder, RequestLoop, Spec};
-use crate::rpc::{Answer, Callback, Command, LoopTx, Reply, Request, Responder, Shared};
-use crate::{Error, Message};
+use crate::loop_tx::{Command, LoopTx};
+use crate::{Error, Handle, Message, RequestBuilder, WorkerEnv};
 use mio::net::UnixStream;
 use mio::{Events, Interest, Poll, Token, Waker};
+use mob_app::RequestSpec as Spec;
+use mob_app::{Answer, Callback, CallbackFn, Clock, Completions, Done, Reply, Request, RequestLoop, Responder};
 use mob_proto::frame::Transmit;
 use mob_proto::wire::{DEFAULT_NAMESPACE, RPC_NAMESPACE};
 use mob_proto::{
     CloseReason, Failure, FdHandle, FdTable, Source, Target, Worker, WorkerConfig, WorkerEvent, WorkerOutput,
 };
-use mob_sys::{CHANNEL_FD, ENV_APP, ENV_FD, ENV_ROLE, ENV_SLOT};
 use serde::Serialize;
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Receiver;
@@ -28,31 +27,6 @@ const WAKER: Token = Token(1);
 type MessageHandler = Box<dyn FnMut(&mut Mobster, Message<Source>)>;
 type RequestHandler = Box<dyn FnMut(&mut Mobster, Request<Source>)>;
 type StopHandler = Box<dyn FnOnce(&mut Mobster, StopDone)>;
-
-/// Who a worker is, as the kingpin's environment says.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct WorkerEnv {
-    /// The application's name.
-    pub app: String,
-    /// This worker's role.
-    pub role: String,
-    /// This worker's slot within the role.
-    pub slot: u32,
-    /// The fd of the channel to the kingpin.
-    pub fd: i32,
-}
-
-impl WorkerEnv {
-    /// Reads `MOB_ROLE`, `MOB_SLOT`, `MOB_APP` and `MOB_FD`; `None` if this
-    /// process was not started by a kingpin.
-    pub fn from_env() -> Option<WorkerEnv> {
-        let role = std::env::var(ENV_ROLE).ok()?;
-        let slot = std::env::var(ENV_SLOT).ok()?.parse().ok()?;
-        let app = std::env::var(ENV_APP).unwrap_or_default();
-        let fd = std::env::var(ENV_FD).ok().and_then(|f| f.parse().ok()).unwrap_or(CHANNEL_FD);
-        Some(WorkerEnv { app, role, slot, fd })
-    }
-}
 
 /// A `require(role)` proxy: calls to the functions a role exports, each
 /// going to any one worker of the role (the least loaded).
@@ -78,7 +52,7 @@ impl Proxy {
         args: &T,
     ) -> Result<RequestBuilder<'a, Mobster>, Error> {
         let payload = postcard::to_allocvec(args)?;
-        Ok(RequestBuilder::new(mob, Target::Any(self.role.clone()), name, payload).in_ns(RPC_NAMESPACE))
+        Ok(RequestBuilder::new(mob, Target::Any(self.role.clone()), name, payload).ns(RPC_NAMESPACE))
     }
 
     /// The role it calls.
@@ -122,7 +96,7 @@ pub struct Mobster {
     fallback: Option<MessageHandler>,
     completions: Completions<Mobster>,
     rx: Receiver<Command>,
-    tx: LoopTx,
+    tx: Arc<LoopTx>,
     clock: Clock,
     closed: Option<CloseReason>,
     stop: bool,
@@ -146,7 +120,7 @@ const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
 /// request: call [`StopDone::confirm`], or drop it.
 pub struct StopDone {
     confirmed: Arc<AtomicBool>,
-    tx: LoopTx,
+    tx: Arc<LoopTx>,
     /// How long the kingpin waits before killing this worker.
     pub grace: Duration,
 }
@@ -166,11 +140,8 @@ impl Drop for StopDone {
 impl Mobster {
     /// Connects to the kingpin described by the environment.
     pub fn from_env() -> Result<Mobster, Error> {
-        let env = WorkerEnv::from_env().ok_or(Error::NotAWorker("MOB_ROLE or MOB_SLOT is not set"))?;
-        // SAFETY: the kingpin placed our channel at this fd for us alone; we
-        // take ownership of it exactly once.
-        let fd = unsafe { OwnedFd::from_raw_fd(env.fd) };
-        Mobster::new(env, fd)
+        let (env, channel) = WorkerEnv::take_channel()?;
+        Mobster::new(env, channel)
     }
 
     /// Connects over `channel` (a Unix stream socket) as the worker `env`
@@ -186,7 +157,7 @@ impl Mobster {
         poll.registry().register(&mut sock, LINK, Interest::READABLE)?;
         let waker = Waker::new(poll.registry(), WAKER)?;
         let (tx, rx) = std::sync::mpsc::channel();
-        let tx = LoopTx { tx, shared: Arc::new(Shared::new(waker)) };
+        let tx = LoopTx::new(tx, waker);
         mob_sys::process::set_name(&format!("{}#{}", env.role, env.slot));
         let config =
             WorkerConfig { pid: std::process::id(), role: env.role.clone(), slot: env.slot, exports: Vec::new() };
@@ -555,13 +526,15 @@ impl Mobster {
             WorkerEvent::Reply { id, result } => {
                 let outcome = result.map(|(payload, fds)| Reply { payload, fds: self.take_fds(fds) });
                 if let Some(done) = self.completions.done.remove(&id) {
-                    self.guard(|mob| done.finish(mob, outcome));
+                    self.guard(|mob| {
+                        done.finish(mob, outcome);
+                    });
                 }
             }
             WorkerEvent::Callback { callback, payload, fds } => {
                 let reply = Reply { payload, fds: self.take_fds(fds) };
                 if let Some(f) = self.completions.callbacks.remove(&callback) {
-                    self.guard(|mob| f(mob, reply));
+                    self.guard(|mob| f.call(mob, reply));
                 }
             }
             WorkerEvent::CallbackReleased { callback } => {
@@ -576,9 +549,8 @@ impl Mobster {
                 let _ = self.send_raw(to, &ns, &name, &payload, fds);
             }
             Command::Request(r) => {
-                let spec =
-                    Spec { to: r.to, ns: r.ns, name: r.name, payload: r.payload, fds: r.fds, timeout: r.timeout };
-                let _ = self.begin(spec, Vec::new(), Done::Remote(r.done));
+                let (spec, callbacks, done) = r.into_parts();
+                let _ = self.begin(spec, callbacks, done);
             }
             Command::Respond { to: Answer::Call(call), result, payload, fds } => {
                 let handles = fds.into_iter().map(|fd| self.fds.insert(fd)).collect();
@@ -649,7 +621,7 @@ impl Mobster {
             let known_ns = self.requests.has_ns(&req.ns);
             let failure =
                 if known_ns || req.ns == DEFAULT_NAMESPACE { Failure::Unhandled } else { Failure::UnknownNamespace };
-            req.into_responder().refuse(failure);
+            let _ = req.into_responder().refuse(failure);
         }
     }
 }

@@ -532,7 +532,7 @@ impl Kingpin {
         match translated {
             Translated::App(event) => {
                 if let Event::WorkerSpawned(w) = &event {
-                    self.hand_listener(&w.clone());
+                    self.hand_listener(w);
                 }
                 self.deferred.push_back(Deferred::Event(Box::new(event)));
             }
