@@ -1,8 +1,8 @@
 //! Where a request's answers go: back to the loop that received it, from
-//! whichever thread answers.
+//! whichever thread answers; and what that loop does with them.
 
 use crate::Error;
-use mob_proto::{Failure, LinkId};
+use mob_proto::{Failure, FdTable, LinkId};
 use std::os::fd::OwnedFd;
 
 /// Which request an answer or a callback invocation is for.
@@ -14,21 +14,66 @@ pub enum Answer {
     Worker(LinkId, u64),
 }
 
-/// The way back into the loop that received a request, for its
-/// [`crate::Responder`] and [`crate::Callback`]s. Runtimes implement it on
-/// their channel to the loop (every [`crate::LoopSender`] is one); the loop
-/// then hands the answer to proto.
-pub trait Answers: Send + Sync {
-    /// Queues the answer to request `to`: `Ok` with a payload and fds, or a
-    /// failure.
-    fn respond(
-        &self,
-        to: Answer,
-        result: Result<(), Failure>,
-        payload: Vec<u8>,
-        fds: Vec<OwnedFd>,
-    ) -> Result<(), Error>;
+/// What the application answers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AnswerKind {
+    /// The request's response: `Ok` with the payload, or a failure.
+    Respond(Result<(), Failure>),
+    /// An invocation of the request's callback with this id.
+    Invoke(u64),
+}
 
-    /// Queues an invocation of callback `callback` of request `to`.
-    fn invoke(&self, to: Answer, callback: u64, payload: Vec<u8>, fds: Vec<OwnedFd>) -> Result<(), Error>;
+/// An answer on its way from the application to the loop that received the
+/// request.
+#[derive(Debug)]
+pub struct Answered {
+    /// Which request.
+    pub to: Answer,
+    /// A response or a callback invocation.
+    pub kind: AnswerKind,
+    /// Its payload.
+    pub payload: Vec<u8>,
+    /// fds that go with it.
+    pub fds: Vec<OwnedFd>,
+}
+
+/// The way back into the loop that received a request, for its
+/// [`crate::Responder`] and [`crate::Callback`]s. Every
+/// [`crate::LoopSender`] is one.
+pub trait Answers: Send + Sync {
+    /// Queues `answered` for the loop.
+    fn answer(&self, answered: Answered) -> Result<(), Error>;
+}
+
+/// Hands an answer to a worker's request to the kingpin's proto, its fds
+/// into `fds`. (An answer to one of a worker's calls has nothing to do on
+/// the kingpin and is dropped.)
+#[inline]
+pub fn answer_on_kingpin(proto: &mut mob_proto::Kingpin, fds: &mut FdTable<OwnedFd>, answered: Answered) {
+    let Answered { to: Answer::Worker(link, id), kind, payload, fds: given } = answered else { return };
+    let handles = given.into_iter().map(|fd| fds.insert(fd)).collect();
+    match kind {
+        AnswerKind::Respond(result) => {
+            let _ = proto.respond(link, id, result, &payload, handles);
+        }
+        AnswerKind::Invoke(callback) => {
+            let _ = proto.invoke(link, id, callback, &payload, handles);
+        }
+    }
+}
+
+/// Hands an answer to one of the kingpin's calls to a worker's proto, its
+/// fds into `fds`. (An answer meant for the kingpin's side is dropped.)
+#[inline]
+pub fn answer_on_worker(proto: &mut mob_proto::Worker, fds: &mut FdTable<OwnedFd>, answered: Answered) {
+    let Answered { to: Answer::Call(call), kind, payload, fds: given } = answered else { return };
+    let handles = given.into_iter().map(|fd| fds.insert(fd)).collect();
+    match kind {
+        AnswerKind::Respond(result) => {
+            let _ = proto.respond(call, result, &payload, handles);
+        }
+        AnswerKind::Invoke(callback) => {
+            let _ = proto.invoke(call, callback, &payload, handles);
+        }
+    }
 }

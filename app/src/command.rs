@@ -1,10 +1,10 @@
 //! What the application's threads (handles, responders, callbacks) ask of a
 //! loop, and the channel that carries it there.
 
-use crate::answer::{Answer, Answers};
+use crate::answer::{Answered, Answers};
 use crate::request_spec::RequestSpec;
 use crate::{Error, Reply};
-use mob_proto::{Failure, Target};
+use mob_proto::Target;
 use std::os::fd::OwnedFd;
 use std::sync::mpsc::SyncSender;
 
@@ -63,28 +63,9 @@ pub enum Command<K> {
     },
     /// Start a request.
     Request(RemoteRequest),
-    /// Answer a request this loop received.
-    Respond {
-        /// Which request.
-        to: Answer,
-        /// `Ok`, or the failure to report.
-        result: Result<(), Failure>,
-        /// The answer's payload.
-        payload: Vec<u8>,
-        /// fds that go with it.
-        fds: Vec<OwnedFd>,
-    },
-    /// Invoke a callback of a request this loop received.
-    Invoke {
-        /// Which request.
-        to: Answer,
-        /// Which of its callbacks.
-        callback: u64,
-        /// The invocation's payload.
-        payload: Vec<u8>,
-        /// fds that go with it.
-        fds: Vec<OwnedFd>,
-    },
+    /// Answer a request this loop received (or invoke one of its
+    /// callbacks).
+    Answer(Answered),
     /// Run on the kingpin's loop (a mobster's loop drops it unrun).
     Kingpin(Box<dyn FnOnce(&mut K) + Send>),
     /// Stop the loop (on a kingpin: a soft kill).
@@ -107,17 +88,7 @@ pub trait LoopSender: Send + Sync {
 }
 
 impl<T: LoopSender> Answers for T {
-    fn respond(
-        &self,
-        to: Answer,
-        result: Result<(), Failure>,
-        payload: Vec<u8>,
-        fds: Vec<OwnedFd>,
-    ) -> Result<(), Error> {
-        self.send(Command::Respond { to, result, payload, fds })
-    }
-
-    fn invoke(&self, to: Answer, callback: u64, payload: Vec<u8>, fds: Vec<OwnedFd>) -> Result<(), Error> {
-        self.send(Command::Invoke { to, callback, payload, fds })
+    fn answer(&self, answered: Answered) -> Result<(), Error> {
+        self.send(Command::Answer(answered))
     }
 }

@@ -36,7 +36,7 @@ mod request_builder;
 mod request_spec;
 pub mod worker;
 
-pub use answer::{Answer, Answers};
+pub use answer::{Answer, AnswerKind, Answered, Answers, answer_on_kingpin, answer_on_worker};
 pub use app::{App, Entry, EventHandler, Runtime};
 pub use clock::Clock;
 pub use command::{Command, LoopSender, RemoteCallback, RemoteDone, RemoteRequest};

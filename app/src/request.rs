@@ -2,7 +2,7 @@
 //! it ([`Responder`]) and the callbacks that came with it ([`Callback`]).
 
 use crate::Error;
-use crate::answer::{Answer, Answers};
+use crate::answer::{Answer, AnswerKind, Answered, Answers};
 use bytes::Bytes;
 use mob_proto::Failure;
 use serde::Serialize;
@@ -127,9 +127,8 @@ impl Responder {
     }
 
     /// Answers with raw bytes and fds.
-    pub fn respond_raw(mut self, payload: Vec<u8>, fds: Vec<OwnedFd>) -> Result<(), Error> {
-        self.answered = true;
-        self.answers.respond(self.to, Ok(()), payload, fds)
+    pub fn respond_raw(self, payload: Vec<u8>, fds: Vec<OwnedFd>) -> Result<(), Error> {
+        self.answer(Ok(()), payload, fds)
     }
 
     /// Answers with a failure carrying `message`.
@@ -139,16 +138,21 @@ impl Responder {
 
     /// Answers with one of the protocol's failures (unhandled, unknown
     /// namespace...), as a runtime does for a request nothing handles.
-    pub fn refuse(mut self, failure: Failure) -> Result<(), Error> {
+    pub fn refuse(self, failure: Failure) -> Result<(), Error> {
+        self.answer(Err(failure), Vec::new(), Vec::new())
+    }
+
+    fn answer(mut self, result: Result<(), Failure>, payload: Vec<u8>, fds: Vec<OwnedFd>) -> Result<(), Error> {
         self.answered = true;
-        self.answers.respond(self.to, Err(failure), Vec::new(), Vec::new())
+        self.answers.answer(Answered { to: self.to, kind: AnswerKind::Respond(result), payload, fds })
     }
 }
 
 impl Drop for Responder {
     fn drop(&mut self) {
         if !self.answered {
-            let _ = self.answers.respond(self.to, Err(Failure::Dropped), Vec::new(), Vec::new());
+            let kind = AnswerKind::Respond(Err(Failure::Dropped));
+            let _ = self.answers.answer(Answered { to: self.to, kind, payload: Vec::new(), fds: Vec::new() });
         }
     }
 }
@@ -176,6 +180,6 @@ impl Callback {
 
     /// Invokes the callback with raw bytes and fds.
     pub fn invoke_raw(self, payload: Vec<u8>, fds: Vec<OwnedFd>) -> Result<(), Error> {
-        self.answers.invoke(self.to, self.id, payload, fds)
+        self.answers.answer(Answered { to: self.to, kind: AnswerKind::Invoke(self.id), payload, fds })
     }
 }

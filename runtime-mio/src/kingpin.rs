@@ -9,7 +9,7 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 use mob_app::RequestSpec as Spec;
 use mob_app::kingpin::{RoleListener, Translated};
-use mob_app::{Answer, CallbackFn, Clock, Completions, Done, JobDone, JobQueue, JobSpec, RequestLoop};
+use mob_app::{CallbackFn, Clock, Completions, Done, JobDone, JobQueue, JobSpec, RequestLoop};
 use mob_proto::frame::Transmit;
 use mob_proto::wire::DEFAULT_NAMESPACE;
 use mob_proto::{FdHandle, FdTable, KingpinConfig, LinkId, Output, Phase, Spawn, Target, WorkerHealth, WorkerInfo};
@@ -390,15 +390,7 @@ impl Kingpin {
                 let (spec, callbacks, done) = r.into_parts();
                 let _ = self.begin(spec, callbacks, done);
             }
-            Command::Respond { to: Answer::Worker(link, id), result, payload, fds } => {
-                let handles = fds.into_iter().map(|fd| self.fds.insert(fd)).collect();
-                let _ = self.proto.respond(link, id, result, &payload, handles);
-            }
-            Command::Invoke { to: Answer::Worker(link, id), callback, payload, fds } => {
-                let handles = fds.into_iter().map(|fd| self.fds.insert(fd)).collect();
-                let _ = self.proto.invoke(link, id, callback, &payload, handles);
-            }
-            Command::Respond { .. } | Command::Invoke { .. } => {}
+            Command::Answer(answered) => mob_app::answer_on_kingpin(&mut self.proto, &mut self.fds, answered),
             Command::Kingpin(f) => f(self),
             Command::Stop => self.stopping = true,
         }

@@ -552,15 +552,7 @@ impl Mobster {
                 let (spec, callbacks, done) = r.into_parts();
                 let _ = self.begin(spec, callbacks, done);
             }
-            Command::Respond { to: Answer::Call(call), result, payload, fds } => {
-                let handles = fds.into_iter().map(|fd| self.fds.insert(fd)).collect();
-                let _ = self.proto.respond(call, result, &payload, handles);
-            }
-            Command::Invoke { to: Answer::Call(call), callback, payload, fds } => {
-                let handles = fds.into_iter().map(|fd| self.fds.insert(fd)).collect();
-                let _ = self.proto.invoke(call, callback, &payload, handles);
-            }
-            Command::Respond { .. } | Command::Invoke { .. } => {}
+            Command::Answer(answered) => mob_app::answer_on_worker(&mut self.proto, &mut self.fds, answered),
             Command::Kingpin(_) => {}
             Command::Stop => self.stop = true,
         }

@@ -14,7 +14,7 @@ use crate::link::{Credit, LinkIo, Msg, ReadEnd};
 use crate::loop_tx::{Command, LoopTx};
 use crate::{Error, Event, Handle, JobOutcome, Launch, Outcome};
 use mob_app::kingpin::{RoleListener, Translated};
-use mob_app::{Answer, CallbackFn, Clock, Completions, Done, JobDone, JobQueue, JobSpec, RequestLoop, RequestSpec};
+use mob_app::{CallbackFn, Clock, Completions, Done, JobDone, JobQueue, JobSpec, RequestLoop, RequestSpec};
 use mob_app::{WaitJobs, WaitLoop};
 use mob_proto::wire::DEFAULT_NAMESPACE;
 use mob_proto::{
@@ -483,15 +483,7 @@ impl Kingpin {
                 let (spec, callbacks, done) = r.into_parts();
                 let _ = self.begin(spec, callbacks, done);
             }
-            Command::Respond { to: Answer::Worker(link, id), result, payload, fds } => {
-                let handles = self.insert_fds(fds);
-                let _ = self.proto.respond(link, id, result, &payload, handles);
-            }
-            Command::Invoke { to: Answer::Worker(link, id), callback, payload, fds } => {
-                let handles = self.insert_fds(fds);
-                let _ = self.proto.invoke(link, id, callback, &payload, handles);
-            }
-            Command::Respond { .. } | Command::Invoke { .. } => {}
+            Command::Answer(answered) => mob_app::answer_on_kingpin(&mut self.proto, &mut self.fds, answered),
             Command::Kingpin(f) => self.deferred.push_back(Deferred::Call(f)),
             Command::Stop => self.stop(),
         }

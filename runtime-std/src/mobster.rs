@@ -629,15 +629,8 @@ impl Driver {
                 let _ = self.proto.send(to, &ns, &name, &payload, handles);
             }
             Command::Request(r) => self.begin(r),
-            Command::Respond { to: Answer::Call(call), result, payload, fds } => {
-                let handles = self.insert_fds(fds);
-                let _ = self.proto.respond(call, result, &payload, handles);
-            }
-            Command::Invoke { to: Answer::Call(call), callback, payload, fds } => {
-                let handles = self.insert_fds(fds);
-                let _ = self.proto.invoke(call, callback, &payload, handles);
-            }
-            Command::Respond { .. } | Command::Invoke { .. } | Command::Kingpin(_) => {}
+            Command::Answer(answered) => mob_app::answer_on_worker(&mut self.proto, &mut self.fds, answered),
+            Command::Kingpin(_) => {}
             Command::Stop => self.closing = true,
         }
     }

@@ -175,7 +175,14 @@ fn checks(k: &mut Kingpin, expect: Rc<RefCell<Expect>>) {
     let pending: (usize, usize, usize) = k.request(any(), "pending", &()).unwrap().wait().unwrap().decode().unwrap();
     assert_eq!(pending, (0, 0, 1));
 
-    // A worker waits for another worker, through the kingpin.
+    // A worker waits for another worker, through the kingpin: both must be
+    // up first, or the least loaded ready worker of the role could be the
+    // asker itself, which is waiting and cannot answer. A request to each
+    // worker's pid waits for its handshake.
+    let pids: Vec<u32> = k.workers().map(|(w, _)| w.pid).collect();
+    for pid in pids {
+        k.request(Target::Pid(pid), "echo", &"up".to_string()).unwrap().timeout(WAIT).wait().unwrap();
+    }
     let asked: String = k.request(any(), "ask", &()).unwrap().wait().unwrap().decode().unwrap();
     assert!(asked.starts_with("asked from "), "{asked}");
 
