@@ -1,5 +1,9 @@
 //! Helpers for tests that run real mob processes: start the test application,
-//! read its event lines with deadlines, and look at processes in `/proc`.
+//! read its event lines with deadlines, and look at processes in `/proc`; and
+//! the test application itself ([`test_app`]), which each runtime's test
+//! binary is built from.
+
+pub mod test_app;
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -223,14 +227,21 @@ pub fn rss_kib(pid: u32) -> u64 {
 ///
 /// mob_tests::on_both_runtimes!(comes_up);
 /// ```
+///
+/// `on_both_runtimes!(http_app: NAME, ...)` does the same with the seed's
+/// HTTP app (the `myapp` example of each runtime: `mob-http-app`,
+/// `mob-std-http-app`).
 #[macro_export]
 macro_rules! on_both_runtimes {
-    ($($test:ident),* $(,)?) => {
+    (http_app: $($test:ident),* $(,)?) => {
+        $crate::on_both_runtimes!(@apps "mob-http-app", "mob-std-http-app"; $($test),*);
+    };
+    (@apps $mio:literal, $std:literal; $($test:ident),*) => {
         mod on_mio {
             $(
                 #[test]
                 fn $test() {
-                    super::$test(env!("CARGO_BIN_EXE_mob-test-app"))
+                    super::$test(env!(concat!("CARGO_BIN_EXE_", $mio)))
                 }
             )*
         }
@@ -238,10 +249,13 @@ macro_rules! on_both_runtimes {
             $(
                 #[test]
                 fn $test() {
-                    super::$test(env!("CARGO_BIN_EXE_mob-std-test-app"))
+                    super::$test(env!(concat!("CARGO_BIN_EXE_", $std)))
                 }
             )*
         }
+    };
+    ($($test:ident),* $(,)?) => {
+        $crate::on_both_runtimes!(@apps "mob-test-app", "mob-std-test-app"; $($test),*);
     };
 }
 

@@ -1,17 +1,16 @@
-//! Chaos: continuous work through the kingpin while a random worker is
-//! SIGKILLed every 50 ms. Every job ends exactly once (most succeed through
-//! retries), workers are always revived, the kingpin's fd count returns to
-//! where it was, and no zombie is left.
+//! Chaos, on each runtime: continuous work through the kingpin while a
+//! random worker is SIGKILLed every 50 ms. Every job ends exactly once (most
+//! succeed through retries), workers are always revived, the kingpin's fd
+//! count returns to where it was, and no zombie is left.
 
 use mob_tests::{TestApp, alive, eventually, zombies_of};
 use nix::sys::signal::Signal;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-#[test]
-fn jobs_survive_a_worker_killed_every_50ms() {
+fn jobs_survive_a_worker_killed_every_50ms(exe: &str) {
     let env = [("MOB_TEST_MAX_RESTARTS", "100000"), ("MOB_TEST_NO_BACKOFF", "1")];
-    let mut app = TestApp::start(env!("CARGO_BIN_EXE_mob-test-app"), "bconc1:4", &env);
+    let mut app = TestApp::start(exe, "bconc1:4", &env);
     let mut live = BTreeSet::new();
     while live.len() < 4 {
         live.insert(app.wait_for(|l| l.what == "ready").pid);
@@ -64,3 +63,5 @@ fn jobs_survive_a_worker_killed_every_50ms() {
     let after: usize = app.wait_for(|l| l.what == "fdcount").rest.trim().parse().unwrap();
     assert_eq!(after, before);
 }
+
+mob_tests::on_both_runtimes!(jobs_survive_a_worker_killed_every_50ms);

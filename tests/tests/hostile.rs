@@ -1,19 +1,22 @@
-//! Hostile and broken peers with real processes: a worker that breaks the
-//! protocol loses its link with a typed error and is replaced; everyone
-//! else carries on; nothing leaks; a peer that stops reading cannot grow the
-//! kingpin's memory without bound.
+//! Hostile and broken peers with real processes, under each runtime's
+//! kingpin: a worker that breaks the protocol loses its link with a typed
+//! error and is replaced; everyone else carries on; nothing leaks; a peer
+//! that stops reading cannot grow the kingpin's memory without bound. The
+//! hostile worker (role `raw`) speaks the protocol by hand, so that it alone
+//! writes on its channel (`mob_tests::test_app::raw`).
 
 use mob_tests::{TestApp, rss_kib};
 
-fn start(roles: &str) -> TestApp {
-    TestApp::start(env!("CARGO_BIN_EXE_mob-test-app"), roles, &[])
+fn start(exe: &str, roles: &str) -> TestApp {
+    TestApp::start(exe, roles, &[])
 }
 
+/// The `raw` worker and the two `b` workers, once all are ready.
 fn online(app: &TestApp) -> (u32, Vec<u32>) {
     let (mut a, mut b) = (None, Vec::new());
     while a.is_none() || b.len() < 2 {
         let l = app.wait_for(|l| l.what == "ready");
-        if l.role == "a" {
+        if l.role == "raw" {
             a = Some(l.pid);
         } else {
             b.push(l.pid);
@@ -33,8 +36,7 @@ fn b_still_answers(app: &mut TestApp, tag: &str) {
     assert!(reply.rest.starts_with(&format!("{tag} ok {tag} from ")), "{}", reply.rest);
 }
 
-#[test]
-fn each_kind_of_bad_input_closes_only_that_link_with_a_typed_error() {
+fn each_kind_of_bad_input_closes_only_that_link_with_a_typed_error(exe: &str) {
     let cases = [
         ("garbage", "bad input from peer: malformed frame of kind 16: reserved header bytes are not zero"),
         ("claims-fd", "bad input from peer: frame claims 1 fds but 0 arrived with it"),
@@ -42,7 +44,7 @@ fn each_kind_of_bad_input_closes_only_that_link_with_a_typed_error() {
         ("unknown-kind", "bad input from peer: unknown frame kind 200"),
     ];
     // (A flood of valid frames is not bad input: see the test below.)
-    let mut app = start("a:1,b:2");
+    let mut app = start(exe, "raw:1,b:2");
     let (mut a, b) = online(&app);
     b_still_answers(&mut app, "warmup");
     let before = fd_count(&mut app);
@@ -51,7 +53,7 @@ fn each_kind_of_bad_input_closes_only_that_link_with_a_typed_error() {
         let closed = app.wait_for(|l| l.what == "closed" && l.pid == a);
         assert_eq!(closed.rest, reason, "{kind}");
         app.wait_for(|l| l.what == "exited" && l.pid == a);
-        let revived = app.wait_for(|l| l.what == "ready" && l.role == "a");
+        let revived = app.wait_for(|l| l.what == "ready" && l.role == "raw");
         assert_ne!(revived.pid, a);
         a = revived.pid;
         b_still_answers(&mut app, kind);
@@ -61,9 +63,8 @@ fn each_kind_of_bad_input_closes_only_that_link_with_a_typed_error() {
     let _ = b;
 }
 
-#[test]
-fn a_wrong_protocol_version_is_rejected_naming_both_versions() {
-    let mut app = TestApp::start(env!("CARGO_BIN_EXE_mob-test-app"), "badversion:1,b:1", &[("MOB_TEST_CONTINUE", "1")]);
+fn a_wrong_protocol_version_is_rejected_naming_both_versions(exe: &str) {
+    let mut app = TestApp::start(exe, "badversion:1,b:1", &[("MOB_TEST_CONTINUE", "1")]);
     // The kingpin's error names both versions; so does the Reject the worker
     // reads before the kingpin kills it.
     let mut seen = (false, false);
@@ -81,9 +82,8 @@ fn a_wrong_protocol_version_is_rejected_naming_both_versions() {
     b_still_answers(&mut app, "after");
 }
 
-#[test]
-fn a_peer_that_stops_reading_meets_backpressure_not_unbounded_memory() {
-    let mut app = start("a:1,b:2");
+fn a_peer_that_stops_reading_meets_backpressure_not_unbounded_memory(exe: &str) {
+    let mut app = start(exe, "raw:1,b:2");
     let (a, _) = online(&app);
     let kingpin = app.pid();
     app.command(&format!("send pid:{a} stall x"));
@@ -99,9 +99,8 @@ fn a_peer_that_stops_reading_meets_backpressure_not_unbounded_memory() {
     b_still_answers(&mut app, "meanwhile");
 }
 
-#[test]
-fn a_worker_flooding_the_kingpin_does_not_starve_the_others() {
-    let mut app = start("a:1,b:2");
+fn a_worker_flooding_the_kingpin_does_not_starve_the_others(exe: &str) {
+    let mut app = start(exe, "raw:1,b:2");
     let (a, _) = online(&app);
     let kingpin = app.pid();
     // 200,000 frames as fast as one worker can write them, routed to b.
@@ -116,3 +115,10 @@ fn a_worker_flooding_the_kingpin_does_not_starve_the_others() {
     let rss = rss_kib(kingpin);
     assert!(rss < 64 * 1024, "kingpin RSS {rss} KiB");
 }
+
+mob_tests::on_both_runtimes!(
+    each_kind_of_bad_input_closes_only_that_link_with_a_typed_error,
+    a_wrong_protocol_version_is_rejected_naming_both_versions,
+    a_peer_that_stops_reading_meets_backpressure_not_unbounded_memory,
+    a_worker_flooding_the_kingpin_does_not_starve_the_others,
+);

@@ -1,91 +1,60 @@
-//! The application the integration tests drive, on `mob-std`: the same
-//! command protocol as `mob-test-app` (see its docs), so that every
-//! behavioural test runs against both runtimes.
-//!
-//! The kingpin side is `mob-test-app`'s with `mob_mio` replaced by
-//! `mob_std`; the worker side is the same worker written as a `recv` loop.
-//! Roles starting with `foreign` run the binary named by
-//! `MOB_TEST_FOREIGN` (the other runtime's test app) instead.
+//! The application the integration tests drive, on `mob-std` (see
+//! `mob_tests::test_app` for its roles and command protocol). The kingpin
+//! is `test_app/kingpin.rs`, the same on both runtimes; the worker below is
+//! `mob-test-app`'s written as a `recv` loop.
 
-use mob_std::{App, Error, Event, Handle, Incoming, Mobster, Reply, Source, Target};
-use std::cell::RefCell;
-use std::io::{BufRead, Write};
-use std::os::fd::{FromRawFd, OwnedFd};
+use mob_std::{Error, Incoming, Mobster, Target};
+use mob_tests::test_app::{Job, Tell, answer_sock_job, exit_if_asked, inode, request_end, source};
 use std::process::ExitCode;
-use std::rc::Rc;
-use std::time::Duration;
 
-fn target(spec: &str) -> Target {
-    match spec.split_once(':') {
-        Some(("role", r)) => Target::Role(r.into()),
-        Some(("any", r)) => Target::Any(r.into()),
-        Some(("pid", p)) => Target::Pid(p.parse().unwrap_or(0)),
-        _ if spec == "all" => Target::All { include_sender: false },
-        _ if spec == "all+self" => Target::All { include_sender: true },
-        _ => Target::Kingpin,
-    }
-}
+use mob_std as rt;
+#[path = "../test_app/kingpin.rs"]
+mod kingpin;
 
-fn source(s: &Source) -> String {
-    match s {
-        Source::Kingpin => "kingpin".into(),
-        Source::Worker { pid, .. } => format!("pid:{pid}"),
-    }
-}
-
-/// A request's end as `mob-test-app`'s workers report it.
-fn outcome(o: Result<Reply, Error>) -> String {
-    match o {
-        Ok(reply) => format!("ok {}", reply.decode::<String>().unwrap_or_default()),
-        Err(Error::Request(e)) => format!("err {e:?}"),
-        Err(e) => format!("err {e}"),
-    }
+fn main() -> ExitCode {
+    kingpin::main(worker)
 }
 
 fn report(mob: &Mobster, text: String) {
     mob.send(Target::Kingpin, "report", &text).ok();
 }
 
-/// Runs a `send` or `request` command line from `mob`. Requests are waited
-/// for in a thread of their own.
+/// Runs a command the kingpin told `mob` to run ([`Tell`]). Requests are
+/// waited for in a thread of their own.
 fn run_command(mob: &Mobster, line: &str) {
-    let words: Vec<&str> = line.splitn(5, ' ').collect();
-    match words.as_slice() {
-        ["send", to, name, text] => {
-            if let Err(e) = mob.send(target(to), name, &text.to_string()) {
+    match Tell::parse(line) {
+        Tell::Send { to, name, text } => {
+            if let Err(e) = mob.send(to, &name, &text) {
                 report(mob, format!("send-error {e}"));
             }
         }
-        ["request", to, name, text, timeout] => {
-            let tag = text.to_string();
-            let ms = timeout.parse().unwrap_or(1000);
-            let built = match to.strip_prefix("proxy:") {
-                Some(role) => mob.require(role).call(mob, name, &()),
-                None => mob.request(target(to), name, &tag),
+        Tell::Request { to, name, tag, timeout } => {
+            let built = match to {
+                Err(role) => mob.require(&role).call(mob, &name, &()),
+                Ok(to) => mob.request(to, &name, &tag),
             };
             match built {
                 Ok(request) => {
-                    let request = request.timeout(Duration::from_millis(ms));
+                    let request = request.timeout(timeout);
                     let handle = mob.handle();
                     std::thread::spawn(move || {
-                        let text = format!("reply {tag} {}", outcome(request.wait()));
-                        handle.send(Target::Kingpin, "report", &text).ok();
+                        let end = match request.wait() {
+                            Ok(reply) => Ok(reply.decode::<String>().unwrap_or_default()),
+                            Err(Error::Request(e)) => Err(Ok(e)),
+                            Err(e) => Err(Err(e.to_string())),
+                        };
+                        handle.send(Target::Kingpin, "report", &format!("reply {tag} {}", request_end(end))).ok();
                     });
                 }
                 Err(e) => report(mob, format!("request-error {e}")),
             }
         }
-        _ => report(mob, format!("bad-command {line}")),
+        Tell::Bad(line) => report(mob, format!("bad-command {line}")),
     }
 }
 
 fn worker(mut mob: Mobster) -> Result<(), Error> {
-    if mob.role().contains("crash") {
-        std::process::exit(3);
-    }
-    if mob.role().contains("clean") {
-        std::process::exit(0);
-    }
+    exit_if_asked(mob.role());
     mob.export("whoami")?;
     let mut hoard: Vec<Vec<u8>> = Vec::new();
     let mut kept = Vec::new();
@@ -101,11 +70,7 @@ fn worker(mut mob: Mobster) -> Result<(), Error> {
                 let text: String = msg.decode().unwrap_or_default();
                 match msg.name.as_str() {
                     "boom" => panic!("boom in the handler"),
-                    "stall" => loop {
-                        // Stop receiving for good: the link's read-ahead
-                        // fills, then the kingpin's queue for us.
-                        std::thread::park();
-                    },
+                    "holdfd" => report(&mob, format!("holdfd {}", inode(msg.fds.first()))),
                     "busy" => {
                         mob.busy().ok();
                     }
@@ -121,19 +86,21 @@ fn worker(mut mob: Mobster) -> Result<(), Error> {
                     _ => {}
                 }
             }
-            Incoming::Request(job) if job.is_job() => {
-                let text: String = job.decode().unwrap_or_default();
+            Incoming::Request(mut job) if job.is_job() => {
                 let pid = std::process::id().to_string();
-                match text.split_once(' ') {
-                    Some(("sleep", ms)) => {
-                        let ms = ms.parse().unwrap_or(0);
+                match Job::parse(&job.decode::<String>().unwrap_or_default()) {
+                    Job::Sleep(delay) => {
                         std::thread::spawn(move || {
-                            std::thread::sleep(Duration::from_millis(ms));
+                            std::thread::sleep(delay);
                             job.respond(&pid).ok();
                         });
                     }
-                    _ if text == "exit" => std::process::exit(4),
-                    _ => {
+                    Job::Exit => std::process::exit(4),
+                    Job::Sock => {
+                        let pipe = answer_sock_job(std::mem::take(&mut job.fds));
+                        job.respond_raw(postcard::to_allocvec(&pid).unwrap_or_default(), pipe).ok();
+                    }
+                    Job::Pid => {
                         job.respond(&pid).ok();
                     }
                 }
@@ -157,358 +124,4 @@ fn worker(mut mob: Mobster) -> Result<(), Error> {
             Incoming::Connection(_) => {}
         }
     }
-}
-
-/// A worker that speaks protocol 99: it says hello by hand and reports the
-/// kingpin's answer.
-fn bad_version(_mob: Mobster) -> Result<(), Error> {
-    use mob_proto::frame::{Decoder, encode_frame};
-    use mob_proto::wire::{Hello, Kind, MAGIC, Message};
-    // SAFETY: our channel stays open for the life of the process.
-    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(mob_sys::CHANNEL_FD) };
-    mob_sys::channel::set_nonblocking(&fd, false)?;
-    let hello = Hello {
-        magic: MAGIC,
-        version: 99,
-        pid: std::process::id(),
-        role: "badversion".into(),
-        slot: 0,
-        exports: vec![],
-    };
-    let frame = encode_frame(Kind::Hello as u8, &hello, &[], 0, 1 << 20).expect("a hello");
-    mob_sys::channel::send_with_fds(&fd, &frame, &[])?;
-    let mut dec = Decoder::new(1 << 20);
-    let mut buf = [0u8; 4096];
-    loop {
-        let mut fds = Vec::new();
-        let n = mob_sys::channel::recv_with_fds(&fd, &mut buf, &mut fds).unwrap_or(0);
-        if n == 0 {
-            return Ok(());
-        }
-        dec.handle_read(&buf[..n], Vec::new());
-        if let Ok(Some(f)) = dec.decode() {
-            if let Ok(Message::Reject(r)) = Message::parse(f) {
-                println!("rejected badversion 0 {} kingpin {}: {}", std::process::id(), r.version, r.reason);
-            }
-            return Ok(());
-        }
-    }
-}
-
-fn garbage(_mob: Mobster) -> Result<(), Error> {
-    // Write straight onto the channel, bypassing the protocol (the mobster
-    // was never started, so nothing else writes): a header that claims a
-    // 4 GiB body.
-    // SAFETY: a second handle to our channel, used for one write and never
-    // closed, so the real one stays valid.
-    let mut raw =
-        std::mem::ManuallyDrop::new(std::fs::File::from(unsafe { OwnedFd::from_raw_fd(mob_sys::CHANNEL_FD) }));
-    raw.write_all(&[0xff, 0xff, 0xff, 0xff, 16, 0, 0, 0]).ok();
-    loop {
-        std::thread::park();
-    }
-}
-
-fn say(what: &str, role: &str, slot: u32, pid: u32, rest: &str) {
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "{what} {role} {slot} {pid} {rest}").ok();
-    out.flush().ok();
-}
-
-/// Reads kingpin commands from stdin and carries them out through `handle`.
-fn read_commands(handle: Handle) {
-    for line in std::io::stdin().lock().lines() {
-        let Ok(line) = line else { break };
-        if let Some(rest) = line.strip_prefix("enqueue ") {
-            let words: Vec<String> = rest.split(' ').map(String::from).collect();
-            if let [role, tag, text @ .., timeout, retries] = words.as_slice() {
-                let (role, tag, text) = (role.clone(), tag.clone(), text.join(" "));
-                let (timeout, retries) = (timeout.parse().unwrap_or(0), retries.parse().unwrap_or(0));
-                handle.with_kingpin(move |k| enqueue(k, &role, tag, text, timeout, retries)).ok();
-            }
-            continue;
-        }
-        let words: Vec<&str> = line.splitn(5, ' ').collect();
-        match words.as_slice() {
-            ["send", to, name, text] => {
-                handle.send(target(to), name, &text.to_string()).ok();
-            }
-            ["request", to, name, text, timeout] => {
-                let tag = text.to_string();
-                let ms = timeout.parse().unwrap_or(1000);
-                let started = handle.request(target(to), name, &tag).map(|r| r.timeout(Duration::from_millis(ms)));
-                match started.and_then(|r| {
-                    let tag = tag.clone();
-                    r.then(move |result| {
-                        let text = match result {
-                            Ok(reply) => format!("ok {}", reply.decode::<String>().unwrap_or_default()),
-                            Err(e) => format!("err {e}"),
-                        };
-                        say("reply", "_", 0, 0, &format!("{tag} {text}"));
-                    })
-                }) {
-                    Ok(()) => {}
-                    Err(e) => say("reply", "_", 0, 0, &format!("{tag} err {e}")),
-                }
-            }
-
-            ["resize", role, n] => {
-                let (role, n) = (role.to_string(), n.parse().unwrap_or(0));
-                handle.with_kingpin(move |k| say("resized", &role, k.resize(&role, n).unwrap_or(0), 0, "")).ok();
-            }
-            ["reload", role] => {
-                let role = role.to_string();
-                handle.with_kingpin(move |k| say("reloading", &role, 0, 0, &k.reload(&role).to_string())).ok();
-            }
-            ["health"] => {
-                handle
-                    .with_kingpin(|k| {
-                        for h in k.health() {
-                            let rest = format!("{:?} {} {} {}", h.state, h.rss_kib, h.in_flight, h.restarts);
-                            say("health", &h.role, h.slot, h.pid, &rest);
-                        }
-                        say("health-end", "_", 0, 0, "");
-                    })
-                    .ok();
-            }
-            ["fds", to, n] => {
-                // n one-way messages, each carrying a fresh pipe end.
-                for _ in 0..n.parse().unwrap_or(0) {
-                    let (r, _w) = nix::unistd::pipe().expect("pipe");
-                    handle.send_raw(target(to), "_", "fd", Vec::new(), vec![r]).ok();
-                }
-                say("fds-sent", "_", 0, 0, n);
-            }
-            ["fdreq", to, n, timeout] => {
-                // n requests, each carrying a pipe end, to a handler that
-                // never answers: each ends at its timeout.
-                let n: usize = n.parse().unwrap_or(0);
-                let ms = timeout.parse().unwrap_or(100);
-                let left = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(n));
-                let timed_out = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-                for _ in 0..n {
-                    let (r, _w) = nix::unistd::pipe().expect("pipe");
-                    let (left, timed_out) = (left.clone(), timed_out.clone());
-                    let built = handle.request(target(to), "never", &String::new());
-                    let started = built.and_then(|q| {
-                        q.fd(r).timeout(Duration::from_millis(ms)).then(move |result| {
-                            if matches!(result, Err(Error::Request(mob_std::RequestError::TimedOut))) {
-                                timed_out.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                            }
-                            if left.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) == 1 {
-                                let t = timed_out.load(std::sync::atomic::Ordering::SeqCst);
-                                say("fdreq-done", "_", 0, 0, &t.to_string());
-                            }
-                        })
-                    });
-                    if started.is_err() {
-                        say("fdreq-error", "_", 0, 0, "");
-                    }
-                }
-            }
-            ["jobs", role, n, timeout, retries_and_text] => {
-                // n jobs; prints `jobs-done OK FAILED` once every one ended.
-                let n: usize = n.parse().unwrap_or(0);
-                let (retries, text) = retries_and_text.split_once(' ').unwrap_or((retries_and_text, "hi"));
-                let (timeout, retries) = (timeout.parse().unwrap_or(5000), retries.parse().unwrap_or(0));
-                let (role, text) = (role.to_string(), text.to_string());
-                handle
-                    .with_kingpin(move |k| {
-                        let tally = Rc::new(RefCell::new((0usize, 0usize)));
-                        for _ in 0..n {
-                            let tally = tally.clone();
-                            let job = k.enqueue(&role, &text);
-                            let job = job.map(|j| j.timeout(Duration::from_millis(timeout)).retries(retries));
-                            let queued = job.and_then(|j| {
-                                j.then(move |_k, outcome| {
-                                    let mut t = tally.borrow_mut();
-                                    if outcome.is_ok() {
-                                        t.0 += 1
-                                    } else {
-                                        t.1 += 1
-                                    }
-                                    if t.0 + t.1 == n {
-                                        say("jobs-done", "_", 0, 0, &format!("{} {}", t.0, t.1));
-                                    }
-                                })
-                            });
-                            if queued.is_err() {
-                                say("jobs-error", "_", 0, 0, "");
-                            }
-                        }
-                    })
-                    .ok();
-            }
-            ["flood", to, n, size] => {
-                // n one-way messages of `size` bytes from the kingpin.
-                let (n, size): (usize, usize) = (n.parse().unwrap_or(0), size.parse().unwrap_or(0));
-                let to = target(to);
-                handle
-                    .with_kingpin(move |k| {
-                        let payload = vec![7u8; size];
-                        let (mut ok, mut refused) = (0, 0);
-                        for _ in 0..n {
-                            match k.send_raw(to.clone(), "_", "flood", &payload, Vec::new()) {
-                                Ok(()) => ok += 1,
-                                Err(_) => refused += 1,
-                            }
-                        }
-                        say("flood-done", "_", 0, 0, &format!("{ok} {refused}"));
-                    })
-                    .ok();
-            }
-            ["wrequest", to, name, text, timeout] => {
-                // The same as `request`, but blocking in a thread of its own:
-                // `HandleRequest::wait`.
-                let (to, name, tag) = (target(to), name.to_string(), text.to_string());
-                let ms = timeout.parse().unwrap_or(1000);
-                let handle = handle.clone();
-                std::thread::spawn(move || {
-                    let result =
-                        handle.request(to, &name, &tag).and_then(|r| r.timeout(Duration::from_millis(ms)).wait());
-                    let text = match result {
-                        Ok(reply) => format!("ok {}", reply.decode::<String>().unwrap_or_default()),
-                        Err(e) => format!("err {e}"),
-                    };
-                    say("wreply", "_", 0, 0, &format!("{tag} {text}"));
-                });
-            }
-            ["fdcount"] => {
-                handle
-                    .with_kingpin(|_k| {
-                        say("fdcount", "_", 0, 0, &mob_sys::process::open_fd_count().unwrap_or(0).to_string())
-                    })
-                    .ok();
-            }
-            ["stop"] => {
-                handle.with_kingpin(|k| k.stop()).ok();
-            }
-            ["kill"] => {
-                handle.with_kingpin(|k| k.kill()).ok();
-            }
-            ["tell", pid, rest @ ..] => {
-                handle.send(Target::Pid(pid.parse().unwrap_or(0)), "do", &rest.join(" ")).ok();
-            }
-            _ => say("bad-command", "_", 0, 0, &line),
-        }
-    }
-}
-
-/// Queues a job and prints its end.
-fn enqueue(k: &mut mob_std::Kingpin, role: &str, tag: String, text: String, timeout_ms: u64, retries: u32) {
-    let built = k.enqueue(role, &text).map(|b| {
-        let b = b.retries(retries);
-        if timeout_ms > 0 { b.timeout(Duration::from_millis(timeout_ms)) } else { b }
-    });
-    let done_tag = tag.clone();
-    let started = built.and_then(|b| {
-        b.then(move |_k, outcome| match outcome {
-            Ok(r) => {
-                let text: String = r.decode().unwrap_or_default();
-                say("job", &r.worker.role, r.worker.slot, r.worker.pid, &format!("{done_tag} ok {text}"));
-            }
-            Err(e) => say("job", "_", 0, 0, &format!("{done_tag} err {e:?}")),
-        })
-    });
-    if let Err(e) = started {
-        say("job", "_", 0, 0, &format!("{tag} err {e}"));
-    }
-}
-
-fn main() -> ExitCode {
-    let spec = std::env::args().nth(1).unwrap_or_else(|| "echo:2".into());
-    let mut app = App::new("testapp").configure(|c| {
-        if std::env::var("MOB_TEST_CONTINUE").is_ok() {
-            c.on_role_failure = mob_std::OnRoleFailure::Continue;
-        }
-        if std::env::var("MOB_TEST_NO_BACKOFF").is_ok() {
-            c.backoff.initial = Duration::ZERO;
-        }
-        if let Some(ms) = std::env::var("MOB_TEST_GRACE_MS").ok().and_then(|v| v.parse().ok()) {
-            c.shutdown_grace = Duration::from_millis(ms);
-        }
-        if let Some((every, timeout)) = std::env::var("MOB_TEST_HEARTBEAT_MS").ok().and_then(|v| {
-            let (a, b) = v.split_once(',')?;
-            Some((a.parse().ok()?, b.parse().ok()?))
-        }) {
-            c.heartbeat = Some((Duration::from_millis(every), Duration::from_millis(timeout)));
-        }
-    });
-    // Roles starting `foreign` run the other runtime's test app (the same
-    // command protocol) with the same arguments.
-    let foreign = std::env::var_os("MOB_TEST_FOREIGN").filter(|_| !App::is_worker());
-    for part in spec.split(',') {
-        let (role, count) = part.split_once(':').unwrap_or((part, "1"));
-        if let Some(exe) = foreign.as_ref().filter(|_| role.starts_with("foreign")) {
-            app = app.role_exe(role, count.parse().unwrap_or(1), exe, vec![spec.clone().into()]);
-            continue;
-        }
-        let entry: mob_std::Entry = match role {
-            "garbage" => garbage,
-            "badversion" => bad_version,
-            _ => worker,
-        };
-        let mut spec = mob_std::RoleSpec::new(role, count.parse().unwrap_or(1));
-        if role.starts_with("transient") {
-            spec.restart = mob_std::Restart::Transient;
-        } else if role.starts_with("temporary") {
-            spec.restart = mob_std::Restart::Temporary;
-        }
-        spec.ready_on_connect = !role.contains("explicit");
-        if let Some(n) = std::env::var("MOB_TEST_MAX_RESTARTS").ok().and_then(|v| v.parse().ok()) {
-            spec.intensity.max_restarts = n;
-        }
-        if role.contains("conc1") {
-            spec.concurrency = Some(1);
-        }
-        app = app.role_spec(spec, entry);
-    }
-    let mut reader_started = false;
-    app.on_event(move |kingpin, event| {
-        if !reader_started {
-            reader_started = true;
-            let handle = kingpin.handle();
-            std::thread::spawn(move || read_commands(handle));
-        }
-        match event {
-            Event::WorkerSpawned(w) => {
-                say("spawned", &w.role, w.slot, w.pid, "");
-                for i in 0..5 {
-                    kingpin.send(Target::Pid(w.pid), "seq", &i.to_string()).ok();
-                }
-            }
-            Event::WorkerUp(w) => {
-                say("up", &w.role, w.slot, w.pid, "");
-                kingpin.send(Target::Pid(w.pid), "ping", &w.pid.to_string()).ok();
-            }
-            Event::WorkerExited { worker: w, status, error } => {
-                say("exited", &w.role, w.slot, w.pid, &format!("{status:?}"));
-                if let Some(error) = error {
-                    say("error", &w.role, w.slot, w.pid, &error);
-                }
-            }
-            Event::WorkerReady(w) => say("ready", &w.role, w.slot, w.pid, ""),
-            Event::RoleOnline(role) => say("role-online", &role, 0, 0, ""),
-            Event::AppOnline => say("app-online", "_", 0, 0, ""),
-            Event::RoleFailed { role, last_error } => {
-                say("role-failed", &role, 0, 0, last_error.as_deref().unwrap_or("-"))
-            }
-            Event::RoleReloaded(role) => say("reloaded", &role, 0, 0, ""),
-            Event::LinkClosed(w, reason) => say("closed", &w.role, w.slot, w.pid, &reason.to_string()),
-            Event::Message(m) => {
-                let text: String = m.decode().unwrap_or_default();
-                say("message", &m.from.role, m.from.slot, m.from.pid, &format!("{} {text}", m.name));
-            }
-            Event::Request(req) => {
-                let text: String = req.decode().unwrap_or_default();
-                let from = req.from.clone();
-                say("request", &from.role, from.slot, from.pid, &format!("{} {text}", req.name));
-                req.respond(&format!("kingpin got {text}")).ok();
-            }
-            Event::Undeliverable { from, to } => {
-                say("undeliverable", &from.role, from.slot, from.pid, &format!("{to:?}"))
-            }
-        }
-    })
-    .run()
 }
