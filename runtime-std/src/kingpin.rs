@@ -10,7 +10,7 @@
 //! the application's, starting and reaping workers, requests and jobs) is
 //! `mob-app`'s.
 
-use crate::link::{Credit, LinkIo, Msg, ReadEnd};
+use crate::link::{Credit, LinkIo, Msg, ReadEnd, Writes};
 use crate::loop_tx::{Command, LoopTx};
 use crate::{Error, Event, Handle, JobOutcome, Launch, Outcome};
 use mob_app::kingpin::{RoleListener, Translated};
@@ -105,6 +105,8 @@ struct PendingExit {
 pub struct Kingpin {
     proto: mob_proto::Kingpin,
     links: HashMap<LinkId, LinkIo>,
+    /// What the links' writer threads have written.
+    writes: Arc<Writes>,
     children: HashMap<u32, Child>,
     exits: HashMap<u32, PendingExit>,
     fds: FdTable<OwnedFd>,
@@ -157,6 +159,7 @@ impl Kingpin {
         Ok(Kingpin {
             proto: mob_proto::Kingpin::new(config),
             links: HashMap::new(),
+            writes: Writes::new(),
             children: HashMap::new(),
             exits: HashMap::new(),
             fds: FdTable::new(),
@@ -426,6 +429,7 @@ impl Kingpin {
         // so is the application code the last message called for (unless a
         // wait is under way): everything happens in order.
         self.pump(self.waiting == 0);
+        self.finish_writes();
         let now = self.clock.now();
         match msg {
             Msg::Read { link, bytes, fds } => {
@@ -447,19 +451,7 @@ impl Kingpin {
                 // handled now.
                 self.exited_link(link);
             }
-            Msg::Written { link, n } => {
-                let Some(io) = self.links.get_mut(&link) else { return };
-                io.written();
-                for h in self.proto.handle_transmitted(link, n) {
-                    drop(self.fds.take(h));
-                }
-                self.flush(link);
-            }
-            Msg::WriteFailed { link } => {
-                if self.links.contains_key(&link) {
-                    self.proto.handle_link_error(link, "write error", now);
-                }
-            }
+            Msg::WritesDone => {}
             Msg::Signals(sigs) => {
                 for sig in sigs {
                     match sig {
@@ -471,6 +463,24 @@ impl Kingpin {
             }
             Msg::App(cmd) => self.command(cmd),
             Msg::Worker(_) => {}
+        }
+    }
+
+    /// Hands proto what the writers have written, and each of them its next
+    /// chunk.
+    fn finish_writes(&mut self) {
+        for (link, written) in self.writes.take() {
+            let Some(io) = self.links.get_mut(&link) else { continue };
+            match written {
+                Some(n) => {
+                    io.written();
+                    for h in self.proto.handle_transmitted(link, n) {
+                        drop(self.fds.take(h));
+                    }
+                    self.flush(link);
+                }
+                None => self.proto.handle_link_error(link, "write error", self.clock.now()),
+            }
         }
     }
 
@@ -612,7 +622,7 @@ impl Kingpin {
             Ok((child, ours)) => {
                 let pid = child.id();
                 let name = format!("mob-{}#{}", spawn.role, spawn.slot);
-                match LinkIo::start(spawn.link, ours, self.tx.sender(), Credit::new(), &name) {
+                match LinkIo::start(spawn.link, ours, self.tx.sender(), self.writes.clone(), Credit::new(), &name) {
                     Ok(io) => {
                         self.links.insert(spawn.link, io);
                     }

@@ -23,6 +23,13 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 /// Size of each reader thread's buffer.
 const READ_BUF: usize = 64 * 1024;
 
+/// The most a writer is handed at once. Bytes handed over stay in proto's
+/// queue until all of them are written; a small chunk keeps that queue what
+/// a non-blocking runtime's would be (the bytes the peer has not taken),
+/// within one chunk, instead of counting a whole backlog as unsent until
+/// the last of it leaves.
+const WRITE_CHUNK: usize = 64 * 1024;
+
 /// Bytes a reader may have read ahead of the loop (and, on a worker, of the
 /// application's `recv`) before it stops reading: what the kernel's socket
 /// buffer does for a non-blocking runtime, so that a flood from the peer
@@ -45,10 +52,8 @@ pub(crate) enum Msg {
     Read { link: LinkId, bytes: Vec<u8>, fds: Vec<OwnedFd> },
     /// The reader thread is done.
     ReadEnd { link: LinkId, end: ReadEnd },
-    /// The writer wrote the `n` bytes it was handed.
-    Written { link: LinkId, n: usize },
-    /// The writer could not write.
-    WriteFailed { link: LinkId },
+    /// Writers finished: see [`Writes`] (sent when it stops being empty).
+    WritesDone,
     /// Signals arrived (kingpin only).
     Signals(Vec<Signal>),
     /// A command from the application.
@@ -102,6 +107,36 @@ impl Credit {
     }
 }
 
+/// The writes a loop's writer threads have finished, by link: the bytes
+/// written, or `None` if the link could not be written. They are handed
+/// over beside the loop's channel, which only wakes the loop, so that the
+/// loop sees them before whatever is queued ahead: a link whose reads flood
+/// the loop cannot keep another link's writer waiting for its next chunk
+/// (a non-blocking runtime learns of writability at once, too).
+#[derive(Default)]
+pub(crate) struct Writes {
+    done: Mutex<Vec<(LinkId, Option<usize>)>>,
+}
+
+impl Writes {
+    pub(crate) fn new() -> Arc<Writes> {
+        Arc::default()
+    }
+
+    /// Records a finished write; true if the loop must be woken (nothing
+    /// was waiting for it yet).
+    fn push(&self, link: LinkId, written: Option<usize>) -> bool {
+        let mut done = self.done.lock().unwrap_or_else(|e| e.into_inner());
+        done.push((link, written));
+        done.len() == 1
+    }
+
+    /// Every finished write not yet taken, in order.
+    pub(crate) fn take(&self) -> Vec<(LinkId, Option<usize>)> {
+        std::mem::take(&mut *self.done.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
 /// Bytes for the writer thread, with the fds that ride with the first one
 /// (the writer closes them once they are sent).
 struct Chunk {
@@ -119,11 +154,13 @@ pub(crate) struct LinkIo {
 
 impl LinkIo {
     /// Starts the reader and writer threads of `sock` (a connected Unix
-    /// stream socket, made blocking here), reporting to `tx` as `link`.
+    /// stream socket, made blocking here), reporting to `tx` (and finished
+    /// writes to `writes`) as `link`.
     pub(crate) fn start(
         link: LinkId,
         sock: OwnedFd,
         tx: Sender<Msg>,
+        writes: Arc<Writes>,
         credit: Arc<Credit>,
         name: &str,
     ) -> io::Result<LinkIo> {
@@ -138,17 +175,11 @@ impl LinkIo {
             .spawn(move || read_loop(link, reader_sock, reader_tx, reader_credit))?;
         std::thread::Builder::new().name(format!("{name}-write")).spawn(move || {
             for chunk in wrx {
-                match write_all(&writer_sock, &chunk) {
-                    Ok(n) => {
-                        drop(chunk);
-                        if tx.send(Msg::Written { link, n }).is_err() {
-                            return;
-                        }
-                    }
-                    Err(_) => {
-                        let _ = tx.send(Msg::WriteFailed { link });
-                        return;
-                    }
+                let written = write_all(&writer_sock, &chunk).ok();
+                drop(chunk);
+                let wake = writes.push(link, written);
+                if wake && tx.send(Msg::WritesDone).is_err() || written.is_none() {
+                    return;
                 }
             }
         })?;
@@ -165,17 +196,18 @@ impl LinkIo {
         self.writing
     }
 
-    /// Hands `out` (what proto offers to write next) to the writer, unless a
-    /// write is under way. Its fds leave `fds` with it: the writer closes
-    /// them once sent, so the handles that proto returns for them later find
-    /// nothing to close.
+    /// Hands `out` (what proto offers to write next, at most
+    /// [`WRITE_CHUNK`] of it) to the writer, unless a write is under way.
+    /// Its fds leave `fds` with it: the writer closes them once sent, so the
+    /// handles that proto returns for them later find nothing to close.
     pub(crate) fn flush(&mut self, out: Option<Transmit<'_>>, fds: &mut FdTable<OwnedFd>) {
         let Some(t) = out else { return };
         if self.writing {
             return;
         }
         let fds = t.fds.iter().filter_map(|h| fds.take(FdHandle::from_raw(h.raw()))).collect();
-        if self.writer.send(Chunk { bytes: t.bytes.to_vec(), fds }).is_ok() {
+        let bytes = t.bytes[..t.bytes.len().min(WRITE_CHUNK)].to_vec();
+        if self.writer.send(Chunk { bytes, fds }).is_ok() {
             self.writing = true;
         }
     }
@@ -248,11 +280,16 @@ mod tests {
         rx.recv_timeout(Duration::from_secs(5)).expect("a message from the link's threads")
     }
 
+    fn start(ours: OwnedFd, tx: Sender<Msg>, credit: Arc<Credit>) -> (LinkIo, Arc<Writes>) {
+        let writes = Writes::new();
+        (LinkIo::start(LINK, ours, tx, writes.clone(), credit, "test").unwrap(), writes)
+    }
+
     #[test]
     fn bytes_and_fds_go_out_and_come_in() {
         let (ours, theirs) = mob_sys::channel::socketpair().unwrap();
         let (tx, rx) = channel();
-        let mut io = LinkIo::start(LINK, ours, tx, Credit::new(), "test").unwrap();
+        let (mut io, writes) = start(ours, tx, Credit::new());
         let mut fds = FdTable::new();
         let (r, _w) = nix::unistd::pipe().unwrap();
         let handle = fds.insert(r);
@@ -263,10 +300,8 @@ mod tests {
         // The fd left the table with the chunk: the writer closes it.
         assert!(fds.is_empty());
         let len = out.len();
-        match next(&rx) {
-            Msg::Written { link, n } => assert_eq!((link, n), (LINK, len)),
-            _ => panic!("expected Written"),
-        }
+        assert!(matches!(next(&rx), Msg::WritesDone));
+        assert_eq!(writes.take(), [(LINK, Some(len))]);
         io.written();
         assert!(!io.is_writing());
         let mut buf = [0u8; 256];
@@ -287,7 +322,7 @@ mod tests {
     fn closing_ends_both_threads_and_the_peer_sees_end_of_stream() {
         let (ours, theirs) = mob_sys::channel::socketpair().unwrap();
         let (tx, rx) = channel();
-        let io = LinkIo::start(LINK, ours, tx, Credit::new(), "test").unwrap();
+        let (io, _writes) = start(ours, tx, Credit::new());
         let mut out = OutBuf::new(DEFAULT_MAX_BODY);
         out.push(3, &(1u16, "bye"), b"", Vec::new()).unwrap();
         io.close(out.peek());
@@ -305,7 +340,7 @@ mod tests {
         let (ours, theirs) = mob_sys::channel::socketpair().unwrap();
         let (tx, rx) = channel();
         let credit = Credit::new();
-        let _io = LinkIo::start(LINK, ours, tx, credit.clone(), "test").unwrap();
+        let _io = start(ours, tx, credit.clone());
         let chunk = vec![0u8; 64 * 1024];
         let writer = std::thread::spawn(move || {
             for _ in 0..(2 * READ_AHEAD / chunk.len()) {

@@ -8,7 +8,7 @@
 //! request and answer at once, and both sides sending at the same time never
 //! deadlocks.
 
-use crate::link::{Credit, LinkIo, Msg, ReadEnd};
+use crate::link::{Credit, LinkIo, Msg, ReadEnd, Writes};
 use crate::loop_tx::{Command, LoopTx, Starter, WorkerCommand};
 use crate::{Error, Handle, HandleRequest, Message, Reply, Request, WorkerEnv};
 use mob_app::{Answer, Callback, Clock, RemoteCallback, RemoteDone, RemoteRequest, RequestSpec, Responder};
@@ -415,6 +415,8 @@ fn install_panic_hook() {
 struct Driver {
     proto: Worker,
     io: LinkIo,
+    /// What the link's writer thread has written.
+    writes: Arc<Writes>,
     fds: FdTable<OwnedFd>,
     rx: Receiver<Msg>,
     tx: Arc<LoopTx>,
@@ -440,7 +442,8 @@ impl Driver {
         state: Arc<WorkerState>,
     ) {
         tx.set_thread();
-        let io = match LinkIo::start(LINK, channel, tx.sender(), state.credit.clone(), "mob-link") {
+        let writes = Writes::new();
+        let io = match LinkIo::start(LINK, channel, tx.sender(), writes.clone(), state.credit.clone(), "mob-link") {
             Ok(io) => io,
             Err(_) => {
                 *lock(&state.closed) = Some(CloseReason::Transport("could not start the link's threads"));
@@ -452,6 +455,7 @@ impl Driver {
             exports: config.exports.clone(),
             proto: Worker::new(config),
             io,
+            writes,
             fds: FdTable::new(),
             rx,
             tx,
@@ -519,6 +523,7 @@ impl Driver {
     }
 
     fn message(&mut self, msg: Msg) {
+        self.finish_writes();
         match msg {
             Msg::Read { bytes, fds, .. } => {
                 let handles = fds.into_iter().map(|fd| self.fds.insert(fd)).collect();
@@ -527,17 +532,27 @@ impl Driver {
             }
             Msg::ReadEnd { end: ReadEnd::Eof, .. } => self.proto.handle_eof(),
             Msg::ReadEnd { end: ReadEnd::Failed(what), .. } => self.proto.handle_link_error(what),
-            Msg::Written { n, .. } => {
-                self.io.written();
-                for h in self.proto.handle_transmitted(n) {
-                    drop(self.fds.take(h));
-                }
-                self.io.flush(self.proto.poll_transmit(), &mut self.fds);
-            }
-            Msg::WriteFailed { .. } => self.proto.handle_link_error("write error"),
+            Msg::WritesDone => {}
             Msg::Signals(_) => {}
             Msg::App(cmd) => self.command(cmd),
             Msg::Worker(cmd) => self.worker_command(cmd),
+        }
+    }
+
+    /// Hands proto what the writer has written, and the writer its next
+    /// chunk.
+    fn finish_writes(&mut self) {
+        for (_, written) in self.writes.take() {
+            match written {
+                Some(n) => {
+                    self.io.written();
+                    for h in self.proto.handle_transmitted(n) {
+                        drop(self.fds.take(h));
+                    }
+                    self.io.flush(self.proto.poll_transmit(), &mut self.fds);
+                }
+                None => self.proto.handle_link_error("write error"),
+            }
         }
     }
 
