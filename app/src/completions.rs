@@ -1,8 +1,7 @@
 //! A requester's bookkeeping: how each of its requests reports its end, and
 //! what each callback it passed runs, by proto's ids.
 
-use crate::command::{RemoteCallback, RemoteDone, RemoteRequest};
-use crate::request_spec::RequestSpec;
+use crate::command::{RemoteCallback, RemoteDone};
 use crate::{Error, Outcome, Reply};
 use mob_proto::SendError;
 use std::collections::HashMap;
@@ -67,15 +66,6 @@ impl<C> CallbackFn<C> {
             CallbackFn::Local(f) => f(ctx, reply),
             CallbackFn::Remote(f) => f(reply),
         }
-    }
-}
-
-impl RemoteRequest {
-    /// The request in the loop's terms: what to send, its callbacks, and
-    /// who learns its end.
-    pub fn into_parts<C>(self) -> (RequestSpec, Vec<CallbackFn<C>>, Done<C>) {
-        let callbacks = self.callbacks.into_iter().map(CallbackFn::Remote).collect();
-        (self.spec, callbacks, Done::Remote(self.done))
     }
 }
 

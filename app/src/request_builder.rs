@@ -1,6 +1,7 @@
 //! Requests made on a loop's own thread: [`RequestBuilder`], for the loop's
 //! owner (a `mob-mio` mobster, either runtime's kingpin).
 
+use crate::command::RemoteRequest;
 use crate::completions::{CallbackFn, Done};
 use crate::request_spec::RequestSpec;
 use crate::{Error, Outcome, Reply};
@@ -21,6 +22,16 @@ pub trait RequestLoop: Sized {
 pub trait WaitLoop: RequestLoop {
     /// Runs the loop until request `id` (begun with [`Done::Wait`]) ends.
     fn wait_for(&mut self, id: u64) -> Outcome;
+}
+
+impl RemoteRequest {
+    /// Starts this request, made on another thread, on the loop's owner
+    /// `ctx`: its callbacks run on the loop's thread, its end (a refusal
+    /// too) goes back to the thread that made it.
+    pub fn start<C: RequestLoop>(self, ctx: &mut C) -> Result<u64, Error> {
+        let callbacks = self.callbacks.into_iter().map(CallbackFn::Remote).collect();
+        ctx.begin(self.spec, callbacks, Done::Remote(self.done))
+    }
 }
 
 /// A request being built on a loop's thread; finish it with

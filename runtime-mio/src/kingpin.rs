@@ -387,8 +387,7 @@ impl Kingpin {
                 let _ = self.send_raw(to, &ns, &name, &payload, fds);
             }
             Command::Request(r) => {
-                let (spec, callbacks, done) = r.into_parts();
-                let _ = self.begin(spec, callbacks, done);
+                let _ = r.start(self);
             }
             Command::Answer(answered) => mob_app::answer_on_kingpin(&mut self.proto, &mut self.fds, answered),
             Command::Kingpin(f) => f(self),
