@@ -196,6 +196,21 @@ fn application_threads_can_wait_on_requests(exe: &str) {
     assert_eq!(app.wait_for(|l| l.what == "wreply").rest, "w1 err request failed: timed out");
 }
 
+fn a_handle_request_passes_callbacks_and_cannot_wait_on_its_own_loop(exe: &str) {
+    let mut app = start(exe, "b:1");
+    all_up(&app, 1);
+    // The callback's closure runs (on the kingpin's thread) before the
+    // reply's: the worker invokes it, then answers.
+    app.command("hcallback any:b");
+    assert_eq!(app.wait_for(|l| l.what == "callback" || l.what == "reply").rest, "called back");
+    let reply = app.wait_for(|l| l.what == "reply");
+    assert!(reply.rest.starts_with("hcallback ok"), "{}", reply.rest);
+    // Waiting on the thread of the loop that would answer is refused, not
+    // hung.
+    app.command("hwait any:b");
+    assert_eq!(app.wait_for(|l| l.what == "hwait").rest, "err waiting on the loop's own thread would never end");
+}
+
 fn no_route_is_an_immediate_error(exe: &str) {
     let mut app = start(exe, "a:1");
     let up = all_up(&app, 1);
@@ -246,6 +261,7 @@ mob_tests::on_both_runtimes!(
     a_handler_that_exits_ends_the_request_as_peer_gone,
     a_handler_that_never_answers_ends_as_timed_out,
     application_threads_can_wait_on_requests,
+    a_handle_request_passes_callbacks_and_cannot_wait_on_its_own_loop,
     no_route_is_an_immediate_error,
     require_proxies_call_exported_functions_only,
     messages_queued_before_the_handshake_arrive_in_order,

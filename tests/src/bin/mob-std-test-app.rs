@@ -105,13 +105,19 @@ fn worker(mut mob: Mobster) -> Result<(), Error> {
                     }
                 }
             }
-            Incoming::Request(req) => match req.name.as_str() {
+            Incoming::Request(mut req) => match req.name.as_str() {
                 "whoami" => {
                     req.respond(&std::process::id().to_string()).ok();
                 }
                 "echo" => {
                     let text: String = req.decode().unwrap_or_default();
                     req.respond(&format!("{text} from {}", std::process::id())).ok();
+                }
+                "callback" => {
+                    if let Some(callback) = req.callbacks.pop() {
+                        callback.invoke(&"called back".to_string()).ok();
+                    }
+                    req.ack().ok();
                 }
                 "exit" => std::process::exit(3),
                 "never" => kept.push(req),

@@ -107,6 +107,12 @@ fn worker(mut mob: Mobster) -> Result<(), Error> {
         let text: String = req.decode().unwrap_or_default();
         req.respond(&format!("{text} from {}", std::process::id())).ok();
     });
+    mob.on_request("callback", |_mob, mut req| {
+        if let Some(callback) = req.callbacks.pop() {
+            callback.invoke(&"called back".to_string()).ok();
+        }
+        req.ack().ok();
+    });
     mob.on_request("exit", |_mob, _req| std::process::exit(3));
     let kept: Rc<RefCell<Vec<Request<Source>>>> = Rc::default();
     mob.on_request("never", move |_mob, req| kept.borrow_mut().push(req));

@@ -152,6 +152,27 @@ fn read_commands(handle: Handle) {
                     say("wreply", "_", 0, 0, &format!("{tag} {}", ended(result)));
                 });
             }
+            ["hcallback", to] => {
+                // A request from a handle passing a callback: prints
+                // `callback _ 0 0 TEXT` when it is invoked, then the reply.
+                let started = handle.request(target(to), "callback", &()).and_then(|r| {
+                    r.callback(|reply| say("callback", "_", 0, 0, &reply.decode::<String>().unwrap_or_default()))
+                        .then(|result| say("reply", "_", 0, 0, &format!("hcallback {}", ended(result))))
+                });
+                if let Err(e) = started {
+                    say("reply", "_", 0, 0, &format!("hcallback err {e}"));
+                }
+            }
+            ["hwait", to] => {
+                // A handle's blocking wait on the kingpin's own thread, which
+                // the wait would block: prints `hwait _ 0 0 RESULT`.
+                let (to, inner) = (target(to), handle.clone());
+                let waited = move |_k: &mut Kingpin| {
+                    let result = inner.request(to, "echo", &"here".to_string()).and_then(|r| r.wait());
+                    say("hwait", "_", 0, 0, &ended(result));
+                };
+                handle.with_kingpin(waited).ok();
+            }
             ["resize", role, n] => {
                 let (role, n) = (role.to_string(), n.parse().unwrap_or(0));
                 handle.with_kingpin(move |k| say("resized", &role, k.resize(&role, n).unwrap_or(0), 0, "")).ok();

@@ -26,7 +26,8 @@
 //! Worker messages: `ping` (answers `pong PID`), `seq` and `hello`
 //! (reported), `boom` (panics), `busy`/`ready`, `alloc MB` (holds MB of
 //! memory), `holdfd` (reports `holdfd INODE` of the fd it carries);
-//! requests `echo` (answers `TEXT from PID`), `exit` (the process exits
+//! requests `echo` (answers `TEXT from PID`), `callback` (invokes its
+//! first callback with `called back`, then acknowledges), `exit` (the process exits
 //! without answering), `never` (kept unanswered), `drop` (dropped
 //! unanswered); export `whoami` (answers the pid); jobs ([`Job`]) `sleep MS`
 //! (answers `PID` after MS ms), `exit` (exits), `sock` (answers on the
@@ -49,7 +50,9 @@
 //! (prints `health ROLE SLOT PID STATE RSS INFLIGHT RESTARTS`), `fds TARGET
 //! N` (N messages each with a pipe), `fdreq TARGET N TIMEOUT_MS` (N requests
 //! each with a pipe, never answered), `flood TARGET N SIZE`, `sockjob ROLE`,
-//! `broadcastfd ROLE`, `fdcount`, `stop`, `kill`.
+//! `broadcastfd ROLE`, `hcallback TARGET` (a handle's request passing a
+//! callback), `hwait TARGET` (a handle's wait on the kingpin's own thread),
+//! `fdcount`, `stop`, `kill`.
 //!
 //! The kingpin's side is written once, in `kingpin.rs` beside this file:
 //! each binary includes it with its runtime as `rt` (it is not a module of
