@@ -1,8 +1,8 @@
 //! Where a request's answers go: back to the loop that received it, from
-//! whichever thread answers; and what that loop does with them.
+//! whichever thread answers.
 
 use crate::Error;
-use mob_proto::{Failure, FdTable, LinkId};
+use mob_proto::{Failure, LinkId};
 use std::os::fd::OwnedFd;
 
 /// Which request an answer or a callback invocation is for.
@@ -43,37 +43,4 @@ pub struct Answered {
 pub trait Answers: Send + Sync {
     /// Queues `answered` for the loop.
     fn answer(&self, answered: Answered) -> Result<(), Error>;
-}
-
-/// Hands an answer to a worker's request to the kingpin's proto, its fds
-/// into `fds`. (An answer to one of a worker's calls has nothing to do on
-/// the kingpin and is dropped.)
-#[inline]
-pub fn answer_on_kingpin(proto: &mut mob_proto::Kingpin, fds: &mut FdTable<OwnedFd>, answered: Answered) {
-    let Answered { to: Answer::Worker(link, id), kind, payload, fds: given } = answered else { return };
-    let handles = given.into_iter().map(|fd| fds.insert(fd)).collect();
-    match kind {
-        AnswerKind::Respond(result) => {
-            let _ = proto.respond(link, id, result, &payload, handles);
-        }
-        AnswerKind::Invoke(callback) => {
-            let _ = proto.invoke(link, id, callback, &payload, handles);
-        }
-    }
-}
-
-/// Hands an answer to one of the kingpin's calls to a worker's proto, its
-/// fds into `fds`. (An answer meant for the kingpin's side is dropped.)
-#[inline]
-pub fn answer_on_worker(proto: &mut mob_proto::Worker, fds: &mut FdTable<OwnedFd>, answered: Answered) {
-    let Answered { to: Answer::Call(call), kind, payload, fds: given } = answered else { return };
-    let handles = given.into_iter().map(|fd| fds.insert(fd)).collect();
-    match kind {
-        AnswerKind::Respond(result) => {
-            let _ = proto.respond(call, result, &payload, handles);
-        }
-        AnswerKind::Invoke(callback) => {
-            let _ = proto.invoke(call, callback, &payload, handles);
-        }
-    }
 }

@@ -15,9 +15,10 @@
 //!   [`JobBuilder`] (on the loop's thread), [`JobResponse`], [`Error`].
 //! - For runtimes: how answers and commands reach a loop ([`LoopSender`],
 //!   [`Command`], [`Answers`]), a requester's bookkeeping ([`Completions`]),
-//!   the [`Clock`], [`WorkerEnv`], and in [`kingpin`] the IO-free parts of a
-//!   kingpin: turning proto's events into the application's, starting and
-//!   reaping workers, shared listeners, broadcasts.
+//!   the [`Clock`], [`WorkerEnv`], and the IO-free parts of a kingpin (in
+//!   [`kingpin`]: turning proto's events into the application's, handing
+//!   answers to proto, starting and reaping workers, shared listeners,
+//!   broadcasts) and of a worker (in [`worker`]).
 #![deny(missing_docs)]
 
 mod answer;
@@ -36,7 +37,7 @@ mod request_builder;
 mod request_spec;
 pub mod worker;
 
-pub use answer::{Answer, AnswerKind, Answered, Answers, answer_on_kingpin, answer_on_worker};
+pub use answer::{Answer, AnswerKind, Answered, Answers};
 pub use app::{App, Entry, EventHandler, Runtime};
 pub use clock::Clock;
 pub use command::{Command, LoopSender, RemoteCallback, RemoteDone, RemoteRequest};

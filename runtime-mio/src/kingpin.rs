@@ -389,7 +389,7 @@ impl Kingpin {
             Command::Request(r) => {
                 let _ = r.start(self);
             }
-            Command::Answer(answered) => mob_app::answer_on_kingpin(&mut self.proto, &mut self.fds, answered),
+            Command::Answer(answered) => mob_app::kingpin::hand_answer(&mut self.proto, &mut self.fds, answered),
             Command::Kingpin(f) => f(self),
             Command::Stop => self.stopping = true,
         }
@@ -474,7 +474,7 @@ impl Kingpin {
     }
 
     fn start_process(&self, spawn: &Spawn) -> Result<(Child, UnixStream), Error> {
-        let (child, ours) = mob_app::kingpin::spawn_worker(&self.launch, &self.proto.config().app, spawn)?;
+        let (child, ours) = mob_app::kingpin::start_worker(&self.launch, &self.proto.config().app, spawn)?;
         mob_sys::channel::set_nonblocking(&ours, true)?;
         let sock = UnixStream::from_std(std::os::unix::net::UnixStream::from(ours));
         Ok((child, sock))

@@ -551,7 +551,7 @@ impl Mobster {
             Command::Request(r) => {
                 let _ = r.start(self);
             }
-            Command::Answer(answered) => mob_app::answer_on_worker(&mut self.proto, &mut self.fds, answered),
+            Command::Answer(answered) => mob_app::worker::hand_answer(&mut self.proto, &mut self.fds, answered),
             Command::Kingpin(_) => {}
             Command::Stop => self.stop = true,
         }

@@ -492,7 +492,7 @@ impl Kingpin {
             Command::Request(r) => {
                 let _ = r.start(self);
             }
-            Command::Answer(answered) => mob_app::answer_on_kingpin(&mut self.proto, &mut self.fds, answered),
+            Command::Answer(answered) => mob_app::kingpin::hand_answer(&mut self.proto, &mut self.fds, answered),
             Command::Kingpin(f) => self.deferred.push_back(Deferred::Call(f)),
             Command::Stop => self.stop(),
         }
@@ -617,7 +617,7 @@ impl Kingpin {
 
     fn spawn(&mut self, spawn: Spawn) {
         let now = self.clock.now();
-        match mob_app::kingpin::spawn_worker(&self.launch, &self.proto.config().app, &spawn) {
+        match mob_app::kingpin::start_worker(&self.launch, &self.proto.config().app, &spawn) {
             Ok((child, ours)) => {
                 let pid = child.id();
                 let name = format!("mob-{}#{}", spawn.role, spawn.slot);

@@ -644,7 +644,7 @@ impl Driver {
                 let _ = self.proto.send(to, &ns, &name, &payload, handles);
             }
             Command::Request(r) => self.begin(r),
-            Command::Answer(answered) => mob_app::answer_on_worker(&mut self.proto, &mut self.fds, answered),
+            Command::Answer(answered) => mob_app::worker::hand_answer(&mut self.proto, &mut self.fds, answered),
             Command::Kingpin(_) => {}
             Command::Stop => self.closing = true,
         }

@@ -166,3 +166,85 @@ pub fn exit_error(status: ExitStatus) -> Option<String> {
         ExitStatus::Signal(s) => Some(format!("killed by signal {s}")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Error;
+    use crate::answer::{AnswerKind, Answered};
+    use mob_proto::Failure;
+    use std::sync::Mutex;
+
+    /// Keeps every answer it is given.
+    #[derive(Default)]
+    struct Kept(Mutex<Vec<Answered>>);
+
+    impl Answers for Kept {
+        fn answer(&self, answered: Answered) -> Result<(), Error> {
+            self.0.lock().unwrap().push(answered);
+            Ok(())
+        }
+    }
+
+    fn worker(link: u64) -> WorkerInfo {
+        WorkerInfo { id: link, link: LinkId::from_u64(link), role: "w".into(), slot: 0, pid: 100 + link as u32 }
+    }
+
+    #[test]
+    fn last_words_become_the_exits_error_and_plain_exits_are_put_in_words() {
+        let (mut fds, clock, mut fatal, kept) =
+            (FdTable::new(), Clock::new(), HashMap::new(), Arc::new(Kept::default()));
+        let mut go = |e| translate(e, &mut fds, &clock, &mut fatal, &kept);
+        assert!(matches!(go(mob_proto::Event::WorkerFatal(worker(1), "panicked: boom".into())), Translated::Kept));
+        let exits = [
+            (1, ExitStatus::Code(101)),
+            (2, ExitStatus::Code(3)),
+            (3, ExitStatus::Signal(9)),
+            (4, ExitStatus::Code(0)),
+        ];
+        let errors: Vec<Option<String>> = exits
+            .into_iter()
+            .map(|(link, status)| match go(mob_proto::Event::WorkerExited(worker(link), status)) {
+                Translated::App(Event::WorkerExited { error, .. }) => error,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        let words = ["panicked: boom", "exited with code 3", "killed by signal 9"].map(|s| Some(s.to_string()));
+        assert_eq!(errors, [words[0].clone(), words[1].clone(), words[2].clone(), None]);
+    }
+
+    #[test]
+    fn a_workers_request_comes_with_fds_and_answers_back_to_its_link() {
+        let (mut fds, clock, mut fatal, kept) =
+            (FdTable::new(), Clock::new(), HashMap::new(), Arc::new(Kept::default()));
+        let (r, _w) = fd_pair();
+        let handle = fds.insert(r);
+        let event = mob_proto::Event::Request {
+            from: worker(7),
+            id: 42,
+            ns: "_".into(),
+            name: "ask".into(),
+            payload: bytes::Bytes::from_static(b"x"),
+            fds: vec![handle],
+            callbacks: vec![5],
+        };
+        let Translated::App(Event::Request(mut req)) = translate(event, &mut fds, &clock, &mut fatal, &kept) else {
+            panic!("a request for the application");
+        };
+        assert!(fds.is_empty(), "the fd left the table with the request");
+        assert_eq!(req.fds.len(), 1);
+        req.callbacks.pop().unwrap().invoke_raw(b"cb".to_vec(), Vec::new()).unwrap();
+        drop(req);
+        let kept = kept.0.lock().unwrap();
+        let to = Answer::Worker(LinkId::from_u64(7), 42);
+        assert_eq!(
+            kept.iter().map(|a| (a.to, a.kind.clone())).collect::<Vec<_>>(),
+            [(to, AnswerKind::Invoke(5)), (to, AnswerKind::Respond(Err(Failure::Dropped))),]
+        );
+    }
+
+    fn fd_pair() -> (OwnedFd, OwnedFd) {
+        let (r, w) = std::os::unix::net::UnixStream::pair().unwrap();
+        (r.into(), w.into())
+    }
+}

@@ -30,7 +30,7 @@ pub enum Launch {
 /// re-execution of this program for roles missing from it), titled
 /// `APP: ROLE#SLOT` and told who it is in `MOB_*` variables. Returns the
 /// child and the kingpin's end of its channel (blocking).
-pub fn spawn_worker(launch: &HashMap<String, Launch>, app: &str, spawn: &Spawn) -> Result<(Child, OwnedFd), Error> {
+pub fn start_worker(launch: &HashMap<String, Launch>, app: &str, spawn: &Spawn) -> Result<(Child, OwnedFd), Error> {
     let mut cmd = match launch.get(&*spawn.role).cloned().unwrap_or(Launch::SelfExec) {
         Launch::SelfExec => {
             let mut cmd = std::process::Command::new(std::env::current_exe()?);

@@ -1,14 +1,16 @@
 //! The kingpin side: what both runtimes' kingpins do the same way, without
 //! IO of their own (their loops differ; this does not).
 
+mod answer;
 mod broadcast;
 mod children;
 mod event;
 mod launch;
 mod listeners;
 
+pub use answer::hand_answer;
 pub use broadcast::{fan_out, live_pids};
 pub use children::{exit_status, kill_all, reap};
 pub use event::{Event, Translated, exit_error, translate};
-pub use launch::{Launch, spawn_worker};
+pub use launch::{Launch, start_worker};
 pub use listeners::{RoleListener, local_addr, shared_with};
