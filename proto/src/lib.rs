@@ -52,7 +52,7 @@
 //!             Output::Event(Event::WorkerUp(info)) => {
 //!                 kingpin.send(Target::Pid(info.pid), "_", "hi", b"hello", Vec::new()).unwrap();
 //!             }
-//!             Output::Event(Event::Message { name, payload, .. }) => got.push((name, payload)),
+//!             Output::Event(Event::Message { name, payload, .. }) => got.push((name.to_string(), payload)),
 //!             _ => {}
 //!         }
 //!     }
@@ -95,6 +95,7 @@ pub mod fd;
 pub mod frame;
 pub mod kingpin;
 pub mod requester;
+mod text;
 pub mod time;
 pub mod wire;
 pub mod worker;
@@ -107,6 +108,7 @@ pub use kingpin::{
     WorkerState,
 };
 pub use requester::{LateCounts, RequestError};
+pub use text::Text;
 pub use time::Instant;
 pub use wire::{Failure, Source, Target};
 pub use worker::{Worker, WorkerConfig, WorkerEvent, WorkerOutput};

@@ -209,7 +209,7 @@ impl Kingpin {
         payload: &[u8],
         fds: Vec<OwnedFd>,
     ) -> Result<(), Error> {
-        let handles = fds.into_iter().map(|fd| self.fds.insert(fd)).collect();
+        let handles = if fds.is_empty() { Vec::new() } else { fds.into_iter().map(|fd| self.fds.insert(fd)).collect() };
         Ok(self.proto.send(to, ns, name, payload, handles)?)
     }
 

@@ -57,7 +57,7 @@ pub use listen::{LISTEN_CONNECTION, LISTEN_LISTENER, LISTEN_NAMESPACE, ListenAdd
 pub use message::Message;
 pub use mob_proto::{
     Backoff, CloseReason, ExitStatus, Intensity, KingpinConfig, OnRoleFailure, Phase, RequestError, Restart, RoleSpec,
-    SendError, Source, Target, WorkerHealth, WorkerInfo, WorkerState,
+    SendError, Source, Target, Text, WorkerHealth, WorkerInfo, WorkerState,
 };
 pub use mobster::{Mobster, Proxy, StopDone, WorkerEnv};
 pub use request::{Handle, HandleRequest, RequestBuilder};

@@ -4,6 +4,7 @@
 
 use crate::Error;
 use bytes::Bytes;
+use mob_proto::Text;
 use mob_proto::{Failure, LinkId, RequestError, Target};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -171,9 +172,9 @@ pub struct Request<From> {
     /// Who asked.
     pub from: From,
     /// Its namespace.
-    pub ns: String,
+    pub ns: Text,
     /// Its name.
-    pub name: String,
+    pub name: Text,
     /// The raw payload.
     pub payload: Bytes,
     /// fds that came with it.
@@ -199,8 +200,8 @@ impl<From: std::fmt::Debug> std::fmt::Debug for Request<From> {
 impl<From> Request<From> {
     pub(crate) fn new(
         from: From,
-        ns: String,
-        name: String,
+        ns: Text,
+        name: Text,
         payload: Bytes,
         fds: Vec<OwnedFd>,
         callbacks: Vec<Callback>,

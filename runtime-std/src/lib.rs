@@ -92,7 +92,7 @@ pub use kingpin::{Event, JobBuilder, JobOutcome, JobResponse, Kingpin, Launch, R
 pub use message::Message;
 pub use mob_proto::{
     Backoff, CloseReason, ExitStatus, Intensity, KingpinConfig, OnRoleFailure, Phase, RequestError, Restart, RoleSpec,
-    SendError, Source, Target, WorkerHealth, WorkerInfo, WorkerState,
+    SendError, Source, Target, Text, WorkerHealth, WorkerInfo, WorkerState,
 };
 pub use mob_sys::listen::{LISTEN_CONNECTION, LISTEN_LISTENER, LISTEN_NAMESPACE, ListenAddr, ListenMode, Listener};
 pub use mobster::{Incoming, Mobster, Proxy, WorkerEnv};

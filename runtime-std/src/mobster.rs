@@ -624,7 +624,7 @@ impl Driver {
             }
             WorkerEvent::Request { call, from, ns, name, payload, fds, callbacks } => {
                 let fds = self.take_fds(fds);
-                if ns == RPC_NAMESPACE && !self.exports.contains(&name) {
+                if ns == RPC_NAMESPACE && !self.exports.iter().any(|e| *e == name) {
                     // As a worker with a handler per export would answer.
                     let failure = if self.exports.is_empty() { Failure::UnknownNamespace } else { Failure::Unhandled };
                     drop(fds);

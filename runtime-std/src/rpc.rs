@@ -5,6 +5,7 @@
 use crate::Error;
 use crate::link::Msg;
 use bytes::Bytes;
+use mob_proto::Text;
 use mob_proto::{Failure, LinkId, RequestError, Target};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -204,9 +205,9 @@ pub struct Request<From> {
     /// Who asked.
     pub from: From,
     /// Its namespace.
-    pub ns: String,
+    pub ns: Text,
     /// Its name.
-    pub name: String,
+    pub name: Text,
     /// The raw payload.
     pub payload: Bytes,
     /// fds that came with it.
@@ -232,8 +233,8 @@ impl<From: std::fmt::Debug> std::fmt::Debug for Request<From> {
 impl<From> Request<From> {
     pub(crate) fn new(
         from: From,
-        ns: String,
-        name: String,
+        ns: Text,
+        name: Text,
         payload: Bytes,
         fds: Vec<OwnedFd>,
         callbacks: Vec<Callback>,

@@ -187,7 +187,7 @@ fn bad_version(_mob: Mobster) -> Result<(), Error> {
         }
         dec.handle_read(&buf[..n], Vec::new());
         if let Ok(Some(f)) = dec.decode() {
-            if let Ok(Message::Reject(r)) = Message::parse(f) {
+            if let Ok(Message::Reject(r)) = Message::parse_owned(f) {
                 println!("rejected badversion 0 {} kingpin {}: {}", std::process::id(), r.version, r.reason);
             }
             return Ok(());

@@ -200,7 +200,7 @@ fn hostile(kind: &str) {
     use mob_proto::wire::{Kind, Send, Target as T};
     // SAFETY: our channel stays open for the life of the process.
     let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(mob_sys::CHANNEL_FD) };
-    let send = Send { to: T::Kingpin, ns: "_".into(), name: "x".into() };
+    let send = Send { to: T::Kingpin, ns: "_", name: "x" };
     let frame = encode_frame(Kind::Send as u8, &send, b"payload", 0, 1 << 20).expect("a frame");
     let (r, _w) = nix::unistd::pipe().expect("pipe");
     use std::os::fd::AsRawFd;
@@ -219,7 +219,7 @@ fn hostile(kind: &str) {
             .and_then(|_| mob_sys::channel::send_with_fds(&fd, &frame[10..], &[r.as_raw_fd()])),
         // A flood: many valid frames as fast as we can write them.
         "flood" => {
-            let send = Send { to: T::Role("b".into()), ns: "_".into(), name: "flooded".into() };
+            let send = Send { to: T::Role("b".into()), ns: "_", name: "flooded" };
             let one = encode_frame(Kind::Send as u8, &send, &[0u8; 64], 0, 1 << 20).expect("a frame");
             let batch: Vec<u8> = one.iter().copied().cycle().take(one.len() * 1000).collect();
             mob_sys::channel::set_nonblocking(&fd, false).ok();
@@ -265,7 +265,7 @@ fn bad_version(_mob: Mobster) -> Result<(), Error> {
         }
         dec.handle_read(&buf[..n], Vec::new());
         if let Ok(Some(f)) = dec.decode() {
-            if let Ok(Message::Reject(r)) = Message::parse(f) {
+            if let Ok(Message::Reject(r)) = Message::parse_owned(f) {
                 println!("rejected badversion 0 {} kingpin {}: {}", std::process::id(), r.version, r.reason);
             }
             return Ok(());
