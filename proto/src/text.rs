@@ -224,7 +224,10 @@ mod tests {
     fn text_compares_formats_and_round_trips() {
         let t = Text::from("ns");
         assert_eq!(format!("{t} {t:?}"), "ns \"ns\"");
-        assert!(t == "ns" && "ns" == t && t == "ns".to_string());
+        let owned = String::from("ns");
+        assert_eq!(t, "ns");
+        assert_eq!("ns", t);
+        assert_eq!(t, owned);
         let bytes = postcard::to_allocvec(&t).unwrap();
         assert_eq!(bytes, postcard::to_allocvec("ns").unwrap());
         assert_eq!(postcard::from_bytes::<Text>(&bytes).unwrap(), t);

@@ -521,3 +521,15 @@ fn whole<'de, T: Deserialize<'de>>(body: &'de [u8]) -> Result<T, ()> {
         _ => Err(()),
     }
 }
+
+/// Serializes an application value as a payload (postcard), into a vector
+/// sized for a typical small message so that it does not grow field by
+/// field.
+///
+/// ```
+/// let bytes = mob_proto::wire::encode_payload(&(1u8, "two")).unwrap();
+/// assert_eq!(postcard::from_bytes::<(u8, &str)>(&bytes).unwrap(), (1, "two"));
+/// ```
+pub fn encode_payload<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, postcard::Error> {
+    postcard::to_extend(value, Vec::with_capacity(128))
+}

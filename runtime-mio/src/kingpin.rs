@@ -174,7 +174,7 @@ impl Kingpin {
     /// Sends `value` (postcard-encoded) as message `name` in the default
     /// namespace.
     pub fn send<T: Serialize + ?Sized>(&mut self, to: Target, name: &str, value: &T) -> Result<(), Error> {
-        let payload = postcard::to_allocvec(value)?;
+        let payload = mob_proto::wire::encode_payload(value)?;
         self.send_raw(to, DEFAULT_NAMESPACE, name, &payload, Vec::new())
     }
 
@@ -221,7 +221,7 @@ impl Kingpin {
         name: &str,
         value: &T,
     ) -> Result<RequestBuilder<'_, Kingpin>, Error> {
-        let payload = postcard::to_allocvec(value)?;
+        let payload = mob_proto::wire::encode_payload(value)?;
         Ok(RequestBuilder::new(self, to, name, payload))
     }
 
@@ -334,7 +334,7 @@ impl Kingpin {
     /// it waits until a worker of the role is ready, then goes to the ready
     /// worker with the fewest jobs in flight.
     pub fn enqueue<T: Serialize + ?Sized>(&mut self, role: &str, value: &T) -> Result<JobBuilder<'_>, Error> {
-        let payload = postcard::to_allocvec(value)?;
+        let payload = mob_proto::wire::encode_payload(value)?;
         Ok(JobBuilder {
             kingpin: self,
             role: role.to_string(),
@@ -357,7 +357,8 @@ impl Kingpin {
             if self.exit.is_some() {
                 break;
             }
-            let timeout = self.proto.poll_timeout().map(|t| self.clock.until(t));
+            let due = self.proto.poll_timeout();
+            let timeout = due.map(|t| self.clock.until(t));
             if let Err(e) = self.poll.poll(&mut events, timeout)
                 && e.kind() != std::io::ErrorKind::Interrupted
             {
@@ -383,7 +384,12 @@ impl Kingpin {
                     self.write(link);
                 }
             }
-            self.proto.handle_timeout(self.clock.now());
+            // Only when something was due: a deadline set during this turn
+            // is seen by the next `poll_timeout`.
+            let now = self.clock.now();
+            if due.is_some_and(|t| t <= now) {
+                self.proto.handle_timeout(now);
+            }
         }
         self.kill_remaining();
         Ok(if self.exit == Some(true) { ExitCode::SUCCESS } else { ExitCode::FAILURE })

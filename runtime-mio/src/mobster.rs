@@ -77,7 +77,7 @@ impl Proxy {
         name: &str,
         args: &T,
     ) -> Result<RequestBuilder<'a, Mobster>, Error> {
-        let payload = postcard::to_allocvec(args)?;
+        let payload = mob_proto::wire::encode_payload(args)?;
         Ok(RequestBuilder::new(mob, Target::Any(self.role.clone()), name, payload).in_ns(RPC_NAMESPACE))
     }
 
@@ -354,7 +354,7 @@ impl Mobster {
     /// Sends `value` (postcard-encoded) as message `name` in the default
     /// namespace.
     pub fn send<T: Serialize + ?Sized>(&mut self, to: Target, name: &str, value: &T) -> Result<(), Error> {
-        let payload = postcard::to_allocvec(value)?;
+        let payload = mob_proto::wire::encode_payload(value)?;
         self.send_raw(to, DEFAULT_NAMESPACE, name, &payload, Vec::new())
     }
 
@@ -383,7 +383,7 @@ impl Mobster {
         name: &str,
         value: &T,
     ) -> Result<RequestBuilder<'_, Mobster>, Error> {
-        let payload = postcard::to_allocvec(value)?;
+        let payload = mob_proto::wire::encode_payload(value)?;
         Ok(RequestBuilder::new(self, to, name, payload))
     }
 
@@ -468,7 +468,10 @@ impl Mobster {
                 }
             }
             self.events = events;
-            self.proto.handle_timeout(self.clock.now());
+            let now = self.clock.now();
+            if self.proto.poll_timeout().is_some_and(|t| t <= now) {
+                self.proto.handle_timeout(now);
+            }
         }
         Ok(true)
     }

@@ -6,7 +6,9 @@ use crate::rpc::{Command, LoopTx, Outcome, RemoteDone, RemoteRequest, Reply};
 use mob_proto::Target;
 use mob_proto::wire::DEFAULT_NAMESPACE;
 use serde::Serialize;
+use crate::handlers::NameHasher;
 use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
 use std::os::fd::OwnedFd;
 use std::sync::mpsc::sync_channel;
 use std::time::Duration;
@@ -46,13 +48,13 @@ impl<C> Done<C> {
 
 /// The requester's table of completions and callbacks, by proto's ids.
 pub(crate) struct Completions<C> {
-    pub done: HashMap<u64, Done<C>>,
-    pub callbacks: HashMap<u64, CallbackFn<C>>,
+    pub done: HashMap<u64, Done<C>, BuildHasherDefault<NameHasher>>,
+    pub callbacks: HashMap<u64, CallbackFn<C>, BuildHasherDefault<NameHasher>>,
 }
 
 impl<C> Completions<C> {
     pub(crate) fn new() -> Self {
-        Completions { done: HashMap::new(), callbacks: HashMap::new() }
+        Completions { done: HashMap::default(), callbacks: HashMap::default() }
     }
 
     pub(crate) fn insert(&mut self, id: u64, done: Done<C>, ids: Vec<u64>, fns: Vec<CallbackFn<C>>) {
@@ -163,7 +165,7 @@ impl Handle {
 
     /// Sends `value` (postcard-encoded) as message `name`.
     pub fn send<T: Serialize + ?Sized>(&self, to: Target, name: &str, value: &T) -> Result<(), Error> {
-        let payload = postcard::to_allocvec(value)?;
+        let payload = mob_proto::wire::encode_payload(value)?;
         self.send_raw(to, DEFAULT_NAMESPACE, name, payload, Vec::new())
     }
 
@@ -174,7 +176,7 @@ impl Handle {
 
     /// Starts building a request carrying `value` (postcard-encoded).
     pub fn request<T: Serialize + ?Sized>(&self, to: Target, name: &str, value: &T) -> Result<HandleRequest, Error> {
-        let payload = postcard::to_allocvec(value)?;
+        let payload = mob_proto::wire::encode_payload(value)?;
         let spec = Spec {
             to,
             ns: DEFAULT_NAMESPACE.to_string(),

@@ -255,7 +255,7 @@ impl Responder {
 
     /// Answers with `value` (postcard-encoded).
     pub fn respond<T: Serialize + ?Sized>(self, value: &T) -> Result<(), Error> {
-        let payload = postcard::to_allocvec(value)?;
+        let payload = mob_proto::wire::encode_payload(value)?;
         self.respond_raw(payload, Vec::new())
     }
 
@@ -304,7 +304,7 @@ impl Callback {
 
     /// Invokes the callback with `value` (postcard-encoded).
     pub fn invoke<T: Serialize + ?Sized>(self, value: &T) -> Result<(), Error> {
-        let payload = postcard::to_allocvec(value)?;
+        let payload = mob_proto::wire::encode_payload(value)?;
         self.invoke_raw(payload, Vec::new())
     }
 

@@ -29,7 +29,7 @@ impl Handle {
 
     /// Sends `value` (postcard-encoded) as message `name`.
     pub fn send<T: Serialize + ?Sized>(&self, to: Target, name: &str, value: &T) -> Result<(), Error> {
-        let payload = postcard::to_allocvec(value)?;
+        let payload = mob_proto::wire::encode_payload(value)?;
         self.send_raw(to, DEFAULT_NAMESPACE, name, payload, Vec::new())
     }
 
@@ -40,7 +40,7 @@ impl Handle {
 
     /// Starts building a request carrying `value` (postcard-encoded).
     pub fn request<T: Serialize + ?Sized>(&self, to: Target, name: &str, value: &T) -> Result<HandleRequest, Error> {
-        let payload = postcard::to_allocvec(value)?;
+        let payload = mob_proto::wire::encode_payload(value)?;
         Ok(HandleRequest::new(self.tx.clone(), to, name, payload))
     }
 

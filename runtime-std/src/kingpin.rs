@@ -260,7 +260,7 @@ impl Kingpin {
     /// Sends `value` (postcard-encoded) as message `name` in the default
     /// namespace.
     pub fn send<T: Serialize + ?Sized>(&mut self, to: Target, name: &str, value: &T) -> Result<(), Error> {
-        let payload = postcard::to_allocvec(value)?;
+        let payload = mob_proto::wire::encode_payload(value)?;
         self.send_raw(to, DEFAULT_NAMESPACE, name, &payload, Vec::new())
     }
 
@@ -350,7 +350,7 @@ impl Kingpin {
         name: &str,
         value: &T,
     ) -> Result<RequestBuilder<'_>, Error> {
-        let payload = postcard::to_allocvec(value)?;
+        let payload = mob_proto::wire::encode_payload(value)?;
         Ok(RequestBuilder {
             kingpin: self,
             to,
@@ -410,7 +410,7 @@ impl Kingpin {
     /// it waits until a worker of the role is ready, then goes to the ready
     /// worker with the fewest jobs in flight.
     pub fn enqueue<T: Serialize + ?Sized>(&mut self, role: &str, value: &T) -> Result<JobBuilder<'_>, Error> {
-        let payload = postcard::to_allocvec(value)?;
+        let payload = mob_proto::wire::encode_payload(value)?;
         Ok(JobBuilder {
             kingpin: self,
             role: role.to_string(),
