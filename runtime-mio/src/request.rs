@@ -2,11 +2,11 @@
 //! the clonable, `Send` way in from any other thread.
 
 use crate::Error;
+use crate::handlers::NameHasher;
 use crate::rpc::{Command, LoopTx, Outcome, RemoteDone, RemoteRequest, Reply};
 use mob_proto::Target;
 use mob_proto::wire::DEFAULT_NAMESPACE;
 use serde::Serialize;
-use crate::handlers::NameHasher;
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
 use std::os::fd::OwnedFd;
