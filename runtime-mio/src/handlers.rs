@@ -12,12 +12,15 @@ use std::rc::Rc;
 /// keys; a peer's names are only looked up, so a keyed hash buys nothing.)
 type NameMap<V> = HashMap<String, V, BuildHasherDefault<NameHasher>>;
 
+/// The last lookup: namespace, name, handler.
+type LastHit<H> = (Text, Text, Rc<RefCell<H>>);
+
 /// Handlers of type `H` by namespace, then name.
 pub(crate) struct Handlers<H> {
     by_ns: NameMap<NameMap<Rc<RefCell<H>>>>,
     /// The last lookup by interned names: a stream of the same message
     /// finds its handler with two pointer comparisons.
-    last: RefCell<Option<(Text, Text, Rc<RefCell<H>>)>>,
+    last: RefCell<Option<LastHit<H>>>,
 }
 
 impl<H> Handlers<H> {
