@@ -29,6 +29,12 @@ pub enum ListenAddr {
     Tcp(SocketAddr),
     /// A Unix socket path (an existing file there is replaced).
     Unix(PathBuf),
+    /// A listening socket systemd passed at start (socket activation), by
+    /// its name (`FileDescriptorName=` in the `.socket` unit,
+    /// `systemd-socket-activate --fdname=`; `"unknown"` if it has none).
+    /// Nothing is bound: the kingpin takes the socket and shares it like
+    /// one it bound. See [`crate::activation`].
+    Systemd(String),
 }
 
 /// How connections reach the workers of a role (as Node's cluster has it).
@@ -53,7 +59,8 @@ pub enum Listener {
 }
 
 impl Listener {
-    /// Binds `addr`.
+    /// Binds `addr` (or, for [`ListenAddr::Systemd`], takes the passed
+    /// socket).
     pub fn bind(addr: &ListenAddr) -> io::Result<Listener> {
         match addr {
             ListenAddr::Tcp(a) => TcpListener::bind(a).map(Listener::Tcp),
@@ -61,6 +68,7 @@ impl Listener {
                 let _ = std::fs::remove_file(path);
                 UnixListener::bind(path).map(Listener::Unix)
             }
+            ListenAddr::Systemd(name) => Listener::from_fd(crate::activation::take_listener(name)?),
         }
     }
 
