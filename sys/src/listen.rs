@@ -37,6 +37,23 @@ pub enum ListenAddr {
     Systemd(String),
 }
 
+impl ListenAddr {
+    /// The socket systemd passed under `name` if there is one (the process
+    /// was socket-activated), else `fallback`: the same binary runs under a
+    /// `.socket` unit or from a shell.
+    ///
+    /// ```
+    /// use mob_sys::listen::ListenAddr;
+    ///
+    /// let fallback = ListenAddr::Tcp("127.0.0.1:1337".parse().unwrap());
+    /// // Not socket-activated here: the fallback.
+    /// assert_eq!(ListenAddr::systemd_or("web", fallback.clone()), fallback);
+    /// ```
+    pub fn systemd_or(name: &str, fallback: ListenAddr) -> ListenAddr {
+        if crate::activation::has(name) { ListenAddr::Systemd(name.to_string()) } else { fallback }
+    }
+}
+
 /// How connections reach the workers of a role (as Node's cluster has it).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum ListenMode {
