@@ -382,6 +382,35 @@ fn read_commands(handle: Handle) {
                     say("wreply", "_", 0, 0, &format!("{tag} {text}"));
                 });
             }
+            ["sockjob", role] => {
+                // A job that carries one end of a socketpair; the worker
+                // answers on it and returns a pipe with a stream.
+                let role = role.to_string();
+                handle
+                    .with_kingpin(move |k| {
+                        use std::io::BufReader;
+                        let (ours, theirs) = std::os::unix::net::UnixStream::pair().expect("socketpair");
+                        let queued = k.enqueue(&role, &"sock".to_string()).and_then(|j| {
+                            j.fd(theirs).then(move |_k, outcome| match outcome {
+                                Ok(mut r) => {
+                                    let mut on_socket = String::new();
+                                    BufReader::new(&ours).read_line(&mut on_socket).ok();
+                                    let mut streamed = String::new();
+                                    if let Some(fd) = r.fds.pop() {
+                                        BufReader::new(std::fs::File::from(fd)).read_line(&mut streamed).ok();
+                                    }
+                                    let rest = format!("{} | {}", on_socket.trim(), streamed.trim());
+                                    say("sockjob", &r.worker.role, r.worker.slot, r.worker.pid, &rest);
+                                }
+                                Err(e) => say("sockjob", "_", 0, 0, &format!("err {e}")),
+                            })
+                        });
+                        if let Err(e) = queued {
+                            say("sockjob", "_", 0, 0, &format!("err {e}"));
+                        }
+                    })
+                    .ok();
+            }
             ["fdcount"] => {
                 handle
                     .with_kingpin(|_k| {
