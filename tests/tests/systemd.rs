@@ -242,11 +242,20 @@ fn free_port() -> u16 {
 
 #[test]
 fn the_http_app_socket_activated_answers_from_a_front_worker() {
+    for mode in ["shared", "distributed"] {
+        http_app_socket_activated(mode);
+    }
+}
+
+/// The HTTP app, socket-activated, in `mode` (`MYAPP_MODE`): every front
+/// worker accepts on the passed socket, or the kingpin accepts on it and
+/// hands out connections.
+fn http_app_socket_activated(mode: &str) {
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
     // MYAPP_PORT is the same port: binding it again would fail, so the
     // answer shows the kingpin took the socket it was passed.
-    let env = [("MYAPP_PORT", port.to_string())];
+    let env = [("MYAPP_PORT", port.to_string()), ("MYAPP_MODE", mode.to_string())];
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let cmd = socket_activate(&[&addr], "web", &env, env!("CARGO_BIN_EXE_mob-http-app"), &[]);
     let mut app = TestApp::start_command(cmd);
