@@ -16,6 +16,8 @@
 //! - [`FdHandle`] / [`FdTable`]: how fds travel through proto without it
 //!   holding any.
 //! - [`Instant`]: time as the runtime tells it.
+//! - [`notify`]: what to tell a service manager (systemd's `sd_notify`), and
+//!   when.
 //!
 //! # The run loop
 //!
@@ -94,6 +96,7 @@ pub mod error;
 pub mod fd;
 pub mod frame;
 pub mod kingpin;
+pub mod notify;
 pub mod requester;
 mod text;
 pub mod time;
@@ -103,6 +106,7 @@ pub mod worker;
 pub use config::{Backoff, Intensity, KingpinConfig, OnRoleFailure, Restart, RoleSpec};
 pub use error::{CloseReason, RespondError, SendError};
 pub use fd::{FdHandle, FdTable};
+pub use kingpin::Summary;
 pub use kingpin::{
     Event, ExitStatus, JobOptions, Kingpin, LinkId, Output, Pending, Phase, Spawn, WorkerHealth, WorkerInfo,
     WorkerState,

@@ -5,6 +5,7 @@ use crate::link::{Outgoing, READ_BUF, ReadEnd, WriteEnd, read_link, write_link};
 use crate::listen::{LISTEN_CONNECTION, LISTEN_LISTENER, LISTEN_NAMESPACE, ListenAddr, ListenMode, Listener};
 use crate::request::{CallbackFn, Completions, Done, Handle, RequestBuilder, RequestLoop, Spec};
 use crate::rpc::{Answer, Callback, Command, LoopTx, Reply, Request, Responder, Shared};
+use crate::systemd::Systemd;
 use crate::{Error, Message};
 use mio::net::UnixStream;
 use mio::unix::SourceFd;
@@ -95,6 +96,15 @@ pub enum Event {
         /// Where it was going.
         to: Target,
     },
+    /// A process that was not one of our workers was reaped: an orphan the
+    /// kernel handed us, because the kingpin is PID 1 (a container's init)
+    /// or a subreaper ([`Kingpin::reap_orphans`]).
+    OrphanReaped {
+        /// Its pid.
+        pid: u32,
+        /// How it ended.
+        status: ExitStatus,
+    },
 }
 
 type EventHandler = Box<dyn FnMut(&mut Kingpin, Event)>;
@@ -124,12 +134,21 @@ pub struct Kingpin {
     tx: LoopTx,
     buf: Vec<u8>,
     stopping: bool,
+    /// `sd_notify`, when a service manager listens.
+    systemd: Option<Systemd>,
+    /// Whether every child is reaped here, orphans included.
+    orphans: bool,
 }
 
 impl Kingpin {
     /// A kingpin for `config`, starting each role as `launch` says (roles
     /// missing from it are re-executions of this program).
     pub fn new(config: KingpinConfig, launch: HashMap<String, Launch>) -> Result<Kingpin, Error> {
+        // What systemd passed (sockets, the notification socket) is taken
+        // first, and its variables unset, so that no worker inherits it.
+        mob_sys::activation::init().map_err(std::io::Error::from)?;
+        let clock = Clock::new();
+        let systemd = Systemd::from_env(clock.now())?;
         let signals = SignalPipe::install(&[Signal::SIGCHLD, Signal::SIGINT, Signal::SIGTERM])?;
         let poll = Poll::new()?;
         poll.registry().register(&mut SourceFd(&signals.as_raw_fd()), SIGNALS, Interest::READABLE)?;
@@ -144,7 +163,7 @@ impl Kingpin {
             children: HashMap::new(),
             fds: FdTable::new(),
             signals,
-            clock: Clock::new(),
+            clock,
             launch,
             on_event: None,
             on_signal: None,
@@ -157,6 +176,8 @@ impl Kingpin {
             tx,
             buf: vec![0; READ_BUF],
             stopping: false,
+            systemd,
+            orphans: mob_sys::reap::receives_orphans(),
         })
     }
 
@@ -344,11 +365,25 @@ impl Kingpin {
         })
     }
 
+    /// Makes the kingpin a child subreaper and reaps every process it
+    /// inherits, as it does anyway when it is PID 1: a worker's orphaned
+    /// children (daemons it started, double forks) become the kingpin's and
+    /// are reaped as they end ([`Event::OrphanReaped`]) instead of lingering
+    /// as zombies. Children the application starts in the kingpin process
+    /// by other means are reaped here too, so their own `wait` fails.
+    pub fn reap_orphans(&mut self) -> Result<(), Error> {
+        mob_sys::reap::become_subreaper()?;
+        self.orphans = true;
+        Ok(())
+    }
+
     /// Runs until [`Kingpin::stop`], SIGINT or SIGTERM.
     pub fn run(mut self) -> Result<ExitCode, Error> {
         let mut events = Events::with_capacity(256);
         loop {
             self.pump();
+            let now = self.clock.now();
+            let notify_at = self.systemd.as_mut().and_then(|s| s.tick(&self.proto, now));
             if self.stopping {
                 self.proto.shutdown(false, self.clock.now());
                 self.stopping = false;
@@ -358,7 +393,8 @@ impl Kingpin {
                 break;
             }
             let due = self.proto.poll_timeout();
-            let timeout = due.map(|t| self.clock.until(t));
+            let next = due.into_iter().chain(notify_at).min();
+            let timeout = next.map(|t| self.clock.until(t));
             if let Err(e) = self.poll.poll(&mut events, timeout)
                 && e.kind() != std::io::ErrorKind::Interrupted
             {
@@ -414,9 +450,24 @@ impl Kingpin {
     }
 
     /// Reaps every child that has ended, reading what its link still holds
-    /// first so its last messages are not lost.
+    /// first so its last messages are not lost. When orphans come to us too,
+    /// one `waitpid(-1)` loop reaps everything and sorts workers from
+    /// orphans, so no worker's status is lost to a second waiter.
     fn reap(&mut self) {
         let mut ended = Vec::new();
+        let mut orphans = Vec::new();
+        while self.orphans {
+            let Ok(Some((pid, exit))) = mob_sys::reap::reap_any() else { break };
+            let status = match exit {
+                mob_sys::process::Exit::Code(c) => ExitStatus::Code(c),
+                mob_sys::process::Exit::Signal(s) => ExitStatus::Signal(s),
+            };
+            // A worker's `Child` is dropped unwaited: its pid is reaped.
+            match self.children.remove(&pid) {
+                Some(_) => ended.push((pid, status)),
+                None => orphans.push(Event::OrphanReaped { pid, status }),
+            }
+        }
         for (&pid, child) in self.children.iter_mut() {
             if let Ok(Some(status)) = child.try_wait() {
                 let status = match (status.code(), status.signal()) {
@@ -433,6 +484,12 @@ impl Kingpin {
                 self.read(link);
             }
             self.proto.handle_exited(pid, status, self.clock.now());
+        }
+        for event in orphans {
+            if let Some(mut handler) = self.on_event.take() {
+                handler(self, event);
+                self.on_event.get_or_insert(handler);
+            }
         }
     }
 

@@ -49,6 +49,7 @@ mod message;
 mod mobster;
 mod request;
 mod rpc;
+mod systemd;
 
 pub use app::{App, Entry};
 pub use error::Error;

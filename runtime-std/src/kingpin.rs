@@ -14,6 +14,7 @@ use crate::link::{Credit, LinkIo, Msg, ReadEnd};
 use crate::rpc::{
     Answer, Callback, Command, LoopShared, LoopTx, Outcome, RemoteCallback, RemoteDone, Reply, Request, Responder,
 };
+use crate::systemd::Systemd;
 use crate::{Error, Message};
 use mob_proto::wire::DEFAULT_NAMESPACE;
 use mob_proto::{
@@ -106,6 +107,15 @@ pub enum Event {
         /// Where it was going.
         to: Target,
     },
+    /// A process that was not one of our workers was reaped: an orphan the
+    /// kernel handed us, because the kingpin is PID 1 (a container's init)
+    /// or a subreaper ([`Kingpin::reap_orphans`]).
+    OrphanReaped {
+        /// Its pid.
+        pid: u32,
+        /// How it ended.
+        status: ExitStatus,
+    },
 }
 
 type EventHandler = Box<dyn FnMut(&mut Kingpin, Event)>;
@@ -185,6 +195,10 @@ pub struct Kingpin {
     listeners: Vec<(String, Listener, ListenMode)>,
     rx: Receiver<Msg>,
     tx: LoopTx,
+    /// `sd_notify`, when a service manager listens.
+    systemd: Option<Systemd>,
+    /// Whether every child is reaped here, orphans included.
+    orphans: bool,
 }
 
 impl Kingpin {
@@ -192,6 +206,11 @@ impl Kingpin {
     /// missing from it are re-executions of this program). Installs the
     /// handlers of SIGCHLD, SIGINT and SIGTERM (one kingpin per process).
     pub fn new(config: KingpinConfig, launch: HashMap<String, Launch>) -> Result<Kingpin, Error> {
+        // What systemd passed (sockets, the notification socket) is taken
+        // first, and its variables unset, so that no worker inherits it.
+        mob_sys::activation::init().map_err(std::io::Error::from)?;
+        let clock = Clock::new();
+        let systemd = Systemd::from_env(clock.now())?;
         let signals = SignalPipe::install(&[Signal::SIGCHLD, Signal::SIGINT, Signal::SIGTERM])?;
         let (tx, rx) = channel();
         let signal_tx = tx.clone();
@@ -220,7 +239,7 @@ impl Kingpin {
             children: HashMap::new(),
             exits: HashMap::new(),
             fds: FdTable::new(),
-            clock: Clock::new(),
+            clock,
             launch,
             on_event: None,
             on_signal: None,
@@ -236,6 +255,8 @@ impl Kingpin {
             listeners: Vec::new(),
             rx,
             tx: LoopTx { tx, shared },
+            systemd,
+            orphans: mob_sys::reap::receives_orphans(),
         })
     }
 
@@ -420,6 +441,18 @@ impl Kingpin {
         })
     }
 
+    /// Makes the kingpin a child subreaper and reaps every process it
+    /// inherits, as it does anyway when it is PID 1: a worker's orphaned
+    /// children (daemons it started, double forks) become the kingpin's and
+    /// are reaped as they end ([`Event::OrphanReaped`]) instead of lingering
+    /// as zombies. Children the application starts in the kingpin process
+    /// by other means are reaped here too, so their own `wait` fails.
+    pub fn reap_orphans(&mut self) -> Result<(), Error> {
+        mob_sys::reap::become_subreaper()?;
+        self.orphans = true;
+        Ok(())
+    }
+
     /// Runs until the shutdown ends ([`Kingpin::stop`], [`Kingpin::kill`],
     /// SIGINT or SIGTERM, a failed role); success if it was clean.
     pub fn run(mut self) -> Result<ExitCode, Error> {
@@ -427,6 +460,7 @@ impl Kingpin {
         loop {
             self.pump(true);
             if self.exit.is_some() {
+                self.notify_systemd();
                 break;
             }
             self.step();
@@ -453,7 +487,8 @@ impl Kingpin {
     /// Waits for one message (or the next timer), then handles it and
     /// whatever else is already there, then the timers.
     fn step(&mut self) {
-        let mut wake = self.proto.poll_timeout().map(|t| self.clock.until(t));
+        let next = self.proto.poll_timeout().into_iter().chain(self.notify_systemd()).min();
+        let mut wake = next.map(|t| self.clock.until(t));
         let now = std::time::Instant::now();
         for e in self.exits.values() {
             let left = e.deadline.saturating_duration_since(now);
@@ -472,6 +507,13 @@ impl Kingpin {
         }
         self.expire_exits();
         self.proto.handle_timeout(self.clock.now());
+    }
+
+    /// Tells the service manager what changed, if one listens; returns when
+    /// its watchdog wants the next ping.
+    fn notify_systemd(&mut self) -> Option<mob_proto::Instant> {
+        let now = self.clock.now();
+        self.systemd.as_mut()?.tick(&self.proto, now)
     }
 
     /// Carries out what proto asks, and (if `dispatch`) runs deferred
@@ -743,8 +785,24 @@ impl Kingpin {
     /// Reaps every child that has ended. Its exit is handled once its link
     /// has yielded its last bytes (so that they are not lost), at most
     /// [`EXIT_READ_GRACE`] later.
+    ///
+    /// When orphans come to us too, one `waitpid(-1)` loop reaps everything
+    /// and sorts workers from orphans, so no worker's status is lost to a
+    /// second waiter.
     fn reap(&mut self) {
         let mut ended = Vec::new();
+        while self.orphans {
+            let Ok(Some((pid, exit))) = mob_sys::reap::reap_any() else { break };
+            let status = match exit {
+                mob_sys::process::Exit::Code(c) => ExitStatus::Code(c),
+                mob_sys::process::Exit::Signal(s) => ExitStatus::Signal(s),
+            };
+            // A worker's `Child` is dropped unwaited: its pid is reaped.
+            match self.children.remove(&pid) {
+                Some(_) => ended.push((pid, status)),
+                None => self.deferred.push_back(Deferred::Event(Box::new(Event::OrphanReaped { pid, status }))),
+            }
+        }
         for (&pid, child) in self.children.iter_mut() {
             if let Ok(Some(status)) = child.try_wait() {
                 let status = match (status.code(), status.signal()) {

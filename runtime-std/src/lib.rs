@@ -84,6 +84,7 @@ mod link;
 mod message;
 mod mobster;
 mod rpc;
+mod systemd;
 
 pub use app::{App, Entry};
 pub use error::Error;

@@ -6,10 +6,18 @@
 //! Everything here is a thin, documented wrapper; no protocol decisions.
 //! [`listen`] holds the listening-socket vocabulary both runtimes share
 //! (the names of the hand-over messages, and the socket types).
+//! [`activation`], [`notify`] and [`reap`] are what a supervisor needs under
+//! systemd and as a container's PID 1: sockets passed at start, `sd_notify`
+//! datagrams, and reaping orphans. [`inherit`] is a worker's start: its
+//! channel and identity, for workers that drive `mob-proto` themselves.
 
+pub mod activation;
 pub mod channel;
+pub mod inherit;
 pub mod listen;
+pub mod notify;
 pub mod process;
+pub mod reap;
 pub mod signals;
 pub mod spawn;
 

@@ -1,6 +1,8 @@
 //! Helpers for tests that run real mob processes: start the test application,
 //! read its event lines with deadlines, and look at processes in `/proc`.
 
+pub mod orphans;
+
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
@@ -37,10 +39,17 @@ impl TestApp {
     /// `"echo:4,idle:2"`) and extra environment.
     pub fn start(exe: &str, roles: &str, env: &[(&str, &str)]) -> TestApp {
         let mut cmd = Command::new(exe);
-        cmd.arg(roles).stdout(Stdio::piped()).stdin(Stdio::piped());
+        cmd.arg(roles);
         for (k, v) in env {
             cmd.env(k, v);
         }
+        TestApp::start_command(cmd)
+    }
+
+    /// Starts `cmd`, which runs the test app (under `unshare`, say), with
+    /// its stdin and stdout piped to the test.
+    pub fn start_command(mut cmd: Command) -> TestApp {
+        cmd.stdout(Stdio::piped()).stdin(Stdio::piped());
         let mut child = cmd.spawn().expect("start mob-test-app");
         let stdin = child.stdin.take();
         let stdout = child.stdout.take().expect("piped stdout");
@@ -243,6 +252,34 @@ macro_rules! on_both_runtimes {
             )*
         }
     };
+}
+
+/// Answers every connection `listener` accepts, on a thread of its own,
+/// with one line: `hello from PID`.
+pub fn answer_connections(listener: mob_sys::listen::Listener) {
+    use mob_sys::listen::Listener;
+    std::thread::spawn(move || {
+        let line = format!("hello from {}\n", std::process::id());
+        loop {
+            let written = match &listener {
+                Listener::Tcp(l) => l.accept().and_then(|(mut c, _)| c.write_all(line.as_bytes())),
+                Listener::Unix(l) => l.accept().and_then(|(mut c, _)| c.write_all(line.as_bytes())),
+            };
+            if written.is_err() {
+                std::thread::yield_now();
+            }
+        }
+    });
+}
+
+/// The children of `pid` (from `/proc/PID/task/*/children`).
+pub fn children_of(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten() {
+        let children = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+        out.extend(children.split_whitespace().filter_map(|c| c.parse::<u32>().ok()));
+    }
+    out
 }
 
 /// Whether `pid` is a live process (a zombie counts as gone).

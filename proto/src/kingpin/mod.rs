@@ -10,9 +10,11 @@ mod calls;
 mod jobs;
 mod link;
 mod route;
+mod summary;
 mod supervise;
 
 pub use jobs::{JOB_NAME, JOB_NAMESPACE, JobOptions};
+pub use summary::Summary;
 pub use supervise::{WorkerHealth, WorkerState};
 
 use crate::config::KingpinConfig;

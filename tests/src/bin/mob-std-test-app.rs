@@ -87,6 +87,9 @@ fn worker(mut mob: Mobster) -> Result<(), Error> {
         std::process::exit(0);
     }
     mob.export("whoami")?;
+    if mob.role().starts_with("listen") {
+        mob_tests::answer_connections(mob.listener()?);
+    }
     let mut hoard: Vec<Vec<u8>> = Vec::new();
     let mut kept = Vec::new();
     loop {
@@ -118,6 +121,12 @@ fn worker(mut mob: Mobster) -> Result<(), Error> {
                     }
                     "seq" | "hello" => report(&mob, format!("{} {text} from {}", msg.name, source(&msg.from))),
                     "do" => run_command(&mob, &text),
+                    "orphans" => {
+                        let n = text.parse().unwrap_or(0);
+                        let pids: Vec<String> =
+                            mob_tests::orphans::make_orphans(n).iter().map(u32::to_string).collect();
+                        report(&mob, format!("orphans {}", pids.join(" ")));
+                    }
                     _ => {}
                 }
             }
@@ -373,6 +382,35 @@ fn read_commands(handle: Handle) {
                     say("wreply", "_", 0, 0, &format!("{tag} {text}"));
                 });
             }
+            ["sockjob", role] => {
+                // A job that carries one end of a socketpair; the worker
+                // answers on it and returns a pipe with a stream.
+                let role = role.to_string();
+                handle
+                    .with_kingpin(move |k| {
+                        use std::io::BufReader;
+                        let (ours, theirs) = std::os::unix::net::UnixStream::pair().expect("socketpair");
+                        let queued = k.enqueue(&role, &"sock".to_string()).and_then(|j| {
+                            j.fd(theirs).then(move |_k, outcome| match outcome {
+                                Ok(mut r) => {
+                                    let mut on_socket = String::new();
+                                    BufReader::new(&ours).read_line(&mut on_socket).ok();
+                                    let mut streamed = String::new();
+                                    if let Some(fd) = r.fds.pop() {
+                                        BufReader::new(std::fs::File::from(fd)).read_line(&mut streamed).ok();
+                                    }
+                                    let rest = format!("{} | {}", on_socket.trim(), streamed.trim());
+                                    say("sockjob", &r.worker.role, r.worker.slot, r.worker.pid, &rest);
+                                }
+                                Err(e) => say("sockjob", "_", 0, 0, &format!("err {e}")),
+                            })
+                        });
+                        if let Err(e) = queued {
+                            say("sockjob", "_", 0, 0, &format!("err {e}"));
+                        }
+                    })
+                    .ok();
+            }
             ["fdcount"] => {
                 handle
                     .with_kingpin(|_k| {
@@ -463,6 +501,14 @@ fn main() -> ExitCode {
         }
         app = app.role_spec(spec, entry);
     }
+    // MOB_TEST_LISTEN=ROLE=NAME: ROLE listens on the socket systemd passed
+    // as NAME.
+    if let Some((role, name)) = std::env::var("MOB_TEST_LISTEN").ok().as_deref().and_then(|v| v.split_once('=')) {
+        app = app.listen(role, mob_sys::listen::ListenAddr::Systemd(name.into()), mob_sys::listen::ListenMode::Shared);
+    }
+    if std::env::var("MOB_TEST_SUBREAPER").is_ok() {
+        app = app.on_start(|k| k.reap_orphans().expect("become a subreaper"));
+    }
     let mut reader_started = false;
     app.on_event(move |kingpin, event| {
         if !reader_started {
@@ -508,6 +554,7 @@ fn main() -> ExitCode {
             Event::Undeliverable { from, to } => {
                 say("undeliverable", &from.role, from.slot, from.pid, &format!("{to:?}"))
             }
+            Event::OrphanReaped { pid, status } => say("orphan", "_", 0, pid, &format!("{status:?}")),
         }
     })
     .run()

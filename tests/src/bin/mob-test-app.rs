@@ -20,7 +20,8 @@
 //!
 //! Worker handlers: messages `ping` (answers `pong PID`), `seq` and `hello`
 //! (reported), `boom` (panics), `busy`/`ready`, `alloc MB` (holds MB of
-//! memory); requests `echo` (answers `TEXT from PID`), `exit` (the process
+//! memory), `orphans N` (double-forks N processes that become orphans and
+//! exit, and reports `orphans PID...`); requests `echo` (answers `TEXT from PID`), `exit` (the process
 //! exits without answering), `never` (kept unanswered), `drop` (dropped
 //! unanswered); export `whoami` (answers the pid); jobs `sleep MS` (answers
 //! `PID` after MS ms), `exit` (exits), anything else (answers `PID`).
@@ -31,7 +32,11 @@
 //! `conc1` roles take one job at a time; roles starting with `foreign` run
 //! the binary `MOB_TEST_FOREIGN` names (`mob-std-test-app`, the same app on
 //! the other runtime). `MOB_TEST_CONTINUE=1` keeps the app
-//! running when a role fails; `MOB_TEST_GRACE_MS` sets the soft-kill grace.
+//! running when a role fails; `MOB_TEST_GRACE_MS` sets the soft-kill grace;
+//! `MOB_TEST_SUBREAPER=1` makes the kingpin a subreaper, and it prints
+//! `orphan _ 0 PID STATUS` for each orphan it reaps; `MOB_TEST_LISTEN=ROLE=NAME`
+//! has ROLE listen on the socket systemd passed as NAME, and workers of
+//! roles starting `listen` answer each connection with `hello from PID`.
 //!
 //! More kingpin commands: `enqueue ROLE TAG TEXT TIMEOUT_MS RETRIES` (prints
 //! `job _ 0 PID TAG ok|err ...`), `resize ROLE N`, `reload ROLE`, `health`
@@ -123,6 +128,11 @@ fn worker(mut mob: Mobster) -> Result<(), Error> {
             std::thread::park();
         }
     });
+    mob.on("orphans", |mob, msg| {
+        let n = msg.decode::<String>().ok().and_then(|s| s.parse().ok()).unwrap_or(0);
+        let pids: Vec<String> = mob_tests::orphans::make_orphans(n).iter().map(u32::to_string).collect();
+        report(mob, format!("orphans {}", pids.join(" ")));
+    });
     mob.on("busy", |mob, _msg| {
         mob.busy().ok();
     });
@@ -168,6 +178,10 @@ fn worker(mut mob: Mobster) -> Result<(), Error> {
     mob.export("whoami", |_mob, req| {
         req.respond(&std::process::id().to_string()).ok();
     })?;
+    // After the exports: this runs the loop until the listener arrives.
+    if mob.role().starts_with("listen") {
+        mob_tests::answer_connections(mob.listener()?);
+    }
     mob.on("ping", |mob, msg| {
         let text: String = msg.decode().unwrap_or_default();
         mob.send(Target::Kingpin, "pong", &text).ok();
@@ -580,6 +594,14 @@ fn main() -> ExitCode {
         }
         app = app.role_spec(spec, entry);
     }
+    // MOB_TEST_LISTEN=ROLE=NAME: ROLE listens on the socket systemd passed
+    // as NAME.
+    if let Some((role, name)) = std::env::var("MOB_TEST_LISTEN").ok().as_deref().and_then(|v| v.split_once('=')) {
+        app = app.listen(role, mob_sys::listen::ListenAddr::Systemd(name.into()), mob_sys::listen::ListenMode::Shared);
+    }
+    if std::env::var("MOB_TEST_SUBREAPER").is_ok() {
+        app = app.on_start(|k| k.reap_orphans().expect("become a subreaper"));
+    }
     let mut reader_started = false;
     app.on_event(move |kingpin, event| {
         if !reader_started {
@@ -625,6 +647,7 @@ fn main() -> ExitCode {
             Event::Undeliverable { from, to } => {
                 say("undeliverable", &from.role, from.slot, from.pid, &format!("{to:?}"))
             }
+            Event::OrphanReaped { pid, status } => say("orphan", "_", 0, pid, &format!("{status:?}")),
         }
     })
     .run()
