@@ -95,6 +95,7 @@ mod deadlines;
 pub mod error;
 pub mod fd;
 pub mod frame;
+mod hot;
 pub mod kingpin;
 pub mod notify;
 pub mod requester;

@@ -188,6 +188,25 @@ impl Interner {
     }
 }
 
+impl Interner {
+    /// The shared [`Text`] for `bytes`, or `None` if they are not UTF-8. A
+    /// name found in the table was checked when it went in, so a repeated
+    /// name costs no UTF-8 check.
+    pub(crate) fn intern_bytes(&mut self, bytes: &[u8]) -> Option<Text> {
+        if bytes.len() > INTERN_MAX_LEN {
+            return core::str::from_utf8(bytes).ok().map(Text::from);
+        }
+        let slot = &mut self.slots[fnv1a(bytes) as usize % INTERN_SLOTS];
+        match slot {
+            Some(t) if t.as_bytes() == bytes => Some(t.clone()),
+            _ => {
+                let s = core::str::from_utf8(bytes).ok()?;
+                Some(slot.insert(Text::from(s)).clone())
+            }
+        }
+    }
+}
+
 /// FNV-1a, 32 bits: enough to spread a handful of short names.
 fn fnv1a(bytes: &[u8]) -> u32 {
     bytes.iter().fold(0x811c_9dc5u32, |h, &b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193))
@@ -206,6 +225,16 @@ mod tests {
         let b = i.intern("tick");
         assert!(Arc::ptr_eq(&a.0, &b.0));
         assert_eq!(a, "tick");
+    }
+
+    #[test]
+    fn byte_interning_checks_utf8_once_and_refuses_bad_bytes() {
+        let mut i = Interner::new();
+        let a = i.intern_bytes(b"tick").unwrap();
+        assert!(Text::ptr_eq(&a, &i.intern("tick")));
+        assert!(i.intern_bytes(&[0xff, 0xfe]).is_none());
+        assert!(i.intern_bytes(&[b'x'; 100]).is_some());
+        assert!(i.intern_bytes(&[0xff; 100]).is_none());
     }
 
     #[test]

@@ -3,7 +3,8 @@
 
 use crate::error::{CloseReason, RespondError, SendError};
 use crate::fd::FdHandle;
-use crate::frame::{DEFAULT_MAX_BODY, Decoder, OutBuf, Transmit};
+use crate::frame::{DEFAULT_MAX_BODY, Decoder, OutBuf, RawFrame, Transmit};
+use crate::hot;
 use crate::requester::{LateCounts, RequestError, Requester, millis};
 use crate::text::{Interner, Text};
 use crate::time::Instant;
@@ -435,6 +436,10 @@ impl Worker {
                 Ok(None) => return,
                 Err(e) => return self.close(CloseReason::Decode(e)),
             };
+            let frame = match self.fast_path(frame) {
+                Ok(()) => continue,
+                Err(frame) => frame,
+            };
             match Message::parse(frame.kind, &frame.body, frame.fds) {
                 Ok(msg) => self.on_message(msg),
                 Err((e, fds)) => {
@@ -443,6 +448,36 @@ impl Worker {
                 }
             }
         }
+    }
+
+    /// The frames a busy worker gets most (deliveries and calls), decoded
+    /// by hand and their names interned straight from the bytes. Anything
+    /// else, or anything unusual, goes back for [`Message::parse`].
+    fn fast_path(&mut self, frame: RawFrame) -> Result<(), RawFrame> {
+        if self.state != State::Running {
+            return Err(frame);
+        }
+        if frame.kind == Kind::Deliver as u8 {
+            let Some(d) = hot::deliver(&frame.body) else { return Err(frame) };
+            let (Some(ns), Some(name)) = (self.names.intern_bytes(d.ns), self.names.intern_bytes(d.name)) else {
+                return Err(frame);
+            };
+            let payload = frame.body.slice(d.payload_at..);
+            self.event(WorkerEvent::Message { from: d.from, ns, name, payload, fds: frame.fds });
+            return Ok(());
+        }
+        if frame.kind == Kind::Call as u8 {
+            let Some(c) = hot::call(&frame.body) else { return Err(frame) };
+            let (Some(ns), Some(name)) = (self.names.intern_bytes(c.ns), self.names.intern_bytes(c.name)) else {
+                return Err(frame);
+            };
+            let payload = frame.body.slice(c.payload_at..);
+            self.incoming.insert(c.id);
+            let (call, from, callbacks, fds) = (c.id, c.from, c.callbacks, frame.fds);
+            self.event(WorkerEvent::Request { call, from, ns, name, payload, fds, callbacks });
+            return Ok(());
+        }
+        Err(frame)
     }
 
     fn on_message(&mut self, msg: Message<&str>) {
