@@ -15,7 +15,7 @@ use crate::wire::{
 use alloc::collections::{BTreeSet, VecDeque};
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use core::time::Duration;
 
 /// Default request timeout before the kingpin's [`Welcome`] says otherwise.
@@ -462,8 +462,10 @@ impl Worker {
             let (Some(ns), Some(name)) = (self.names.intern_bytes(d.ns), self.names.intern_bytes(d.name)) else {
                 return Err(frame);
             };
-            let payload = frame.body.slice(d.payload_at..);
-            self.event(WorkerEvent::Message { from: d.from, ns, name, payload, fds: frame.fds });
+            let (from, at) = (d.from, d.payload_at);
+            let RawFrame { mut body, fds, .. } = frame;
+            body.advance(at); // the payload: the same bytes, no new reference
+            self.event(WorkerEvent::Message { from, ns, name, payload: body, fds });
             return Ok(());
         }
         if frame.kind == Kind::Call as u8 {
@@ -471,9 +473,10 @@ impl Worker {
             let (Some(ns), Some(name)) = (self.names.intern_bytes(c.ns), self.names.intern_bytes(c.name)) else {
                 return Err(frame);
             };
-            let payload = frame.body.slice(c.payload_at..);
-            self.incoming.insert(c.id);
-            let (call, from, callbacks, fds) = (c.id, c.from, c.callbacks, frame.fds);
+            let (call, from, callbacks, at) = (c.id, c.from, c.callbacks, c.payload_at);
+            let RawFrame { body: mut payload, fds, .. } = frame;
+            payload.advance(at);
+            self.incoming.insert(call);
             self.event(WorkerEvent::Request { call, from, ns, name, payload, fds, callbacks });
             return Ok(());
         }
