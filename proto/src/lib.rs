@@ -16,6 +16,8 @@
 //! - [`FdHandle`] / [`FdTable`]: how fds travel through proto without it
 //!   holding any.
 //! - [`Instant`]: time as the runtime tells it.
+//! - [`lines`]: workers' stdout and stderr cut into prefixed lines, with
+//!   bounded memory.
 //!
 //! # The run loop
 //!
@@ -94,6 +96,7 @@ pub mod error;
 pub mod fd;
 pub mod frame;
 pub mod kingpin;
+pub mod lines;
 pub mod requester;
 pub mod time;
 pub mod wire;
