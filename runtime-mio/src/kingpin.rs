@@ -124,6 +124,8 @@ pub struct Kingpin {
     tx: LoopTx,
     buf: Vec<u8>,
     stopping: bool,
+    /// Workers' stdout and stderr, prefixed; `None`: inherited as they are.
+    output: Option<crate::output::Output>,
 }
 
 impl Kingpin {
@@ -137,6 +139,7 @@ impl Kingpin {
         let (tx, rx) = channel();
         let tx = LoopTx { tx, shared: Arc::new(Shared::new(waker)) };
         mob_sys::process::set_name(&config.app);
+        let output = Some(crate::output::Output::open(poll.registry()));
         Ok(Kingpin {
             proto: mob_proto::Kingpin::new(config),
             poll,
@@ -157,6 +160,7 @@ impl Kingpin {
             tx,
             buf: vec![0; READ_BUF],
             stopping: false,
+            output,
         })
     }
 
@@ -164,6 +168,17 @@ impl Kingpin {
     /// (send, stop).
     pub fn on_event(&mut self, handler: impl FnMut(&mut Kingpin, Event) + 'static) {
         self.on_event = Some(Box::new(handler));
+    }
+
+    /// Whether workers' stdout and stderr reach the kingpin's line by line,
+    /// each line prefixed with `[role#slot pid] ` (the default), or are the
+    /// kingpin's own, inherited as they are. Applies to workers spawned
+    /// from now on. See `mob_proto::lines` for what happens to partial
+    /// lines, binary output and fast writers.
+    pub fn prefix_output(&mut self, on: bool) {
+        if on != self.output.is_some() {
+            self.output = on.then(|| crate::output::Output::open(self.poll.registry()));
+        }
     }
 
     /// Every worker that has a link, with its phase.
@@ -371,6 +386,12 @@ impl Kingpin {
                 if event.token() == WAKER {
                     continue;
                 }
+                if crate::output::owns(event.token()) {
+                    if let Some(output) = &mut self.output {
+                        output.ready(self.poll.registry(), event.token());
+                    }
+                    continue;
+                }
                 if event.token().0 > usize::MAX - 64 {
                     self.accept(usize::MAX - event.token().0);
                     continue;
@@ -386,6 +407,9 @@ impl Kingpin {
             self.proto.handle_timeout(self.clock.now());
         }
         self.kill_remaining();
+        if let Some(output) = &mut self.output {
+            output.finish(self.poll.registry());
+        }
         Ok(if self.exit == Some(true) { ExitCode::SUCCESS } else { ExitCode::FAILURE })
     }
 
@@ -622,7 +646,10 @@ impl Kingpin {
     fn spawn(&mut self, spawn: Spawn) {
         let now = self.clock.now();
         match self.start_process(&spawn) {
-            Ok((child, mut sock)) => {
+            Ok((child, mut sock, pending)) => {
+                if let (Some(output), Some(pending)) = (&mut self.output, pending) {
+                    output.attach(self.poll.registry(), pending, &spawn.role, spawn.slot, child.id());
+                }
                 let token = Token(spawn.link.as_u64() as usize + FIRST_LINK);
                 if self.poll.registry().register(&mut sock, token, Interest::READABLE).is_err() {
                     let _ = mob_sys::process::kill(child.id());
@@ -632,11 +659,15 @@ impl Kingpin {
                 self.links.insert(spawn.link, LinkSock { sock, write_interest: false });
                 self.proto.handle_spawned(spawn.link, pid, now);
             }
-            Err(_) => self.proto.handle_spawn_failed(spawn.link, now),
+            Err(e) => {
+                log::warn!("cannot start a worker for {}#{}: {e}", spawn.role, spawn.slot);
+                self.proto.handle_spawn_failed(spawn.link, now)
+            }
         }
     }
 
-    fn start_process(&self, spawn: &Spawn) -> Result<(Child, UnixStream), Error> {
+    #[allow(clippy::type_complexity)]
+    fn start_process(&self, spawn: &Spawn) -> Result<(Child, UnixStream, Option<crate::output::Pending>), Error> {
         let app = &self.proto.config().app;
         let mut cmd = match self.launch.get(&*spawn.role).cloned().unwrap_or(Launch::SelfExec) {
             Launch::SelfExec => {
@@ -656,11 +687,19 @@ impl Kingpin {
             .env(mob_sys::ENV_APP, app)
             .env(mob_sys::ENV_FD, mob_sys::CHANNEL_FD.to_string())
             .stdin(Stdio::null());
+        let pending = match &self.output {
+            Some(output) => {
+                let (out, err, pending) = output.stdio()?;
+                cmd.stdout(out).stderr(err);
+                Some(pending)
+            }
+            None => None,
+        };
         let (ours, theirs) = mob_sys::channel::socketpair()?;
         mob_sys::channel::set_nonblocking(&ours, true)?;
         let child = mob_sys::spawn::spawn_worker(&mut cmd, theirs)?;
         let sock = UnixStream::from_std(std::os::unix::net::UnixStream::from(ours));
-        Ok((child, sock))
+        Ok((child, sock, pending))
     }
 
     /// Kills every worker still running and waits for each.

@@ -47,6 +47,7 @@ mod link;
 use mob_sys::listen;
 mod message;
 mod mobster;
+mod output;
 mod request;
 mod rpc;
 

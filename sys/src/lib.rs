@@ -12,6 +12,7 @@ pub mod listen;
 pub mod process;
 pub mod signals;
 pub mod spawn;
+pub mod stdio;
 
 /// The fd number at which a worker finds its channel to the kingpin.
 pub const CHANNEL_FD: i32 = 3;

@@ -2,7 +2,7 @@
 //! read its event lines with deadlines, and look at processes in `/proc`.
 
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, ChildStderr, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::time::{Duration, Instant};
 
@@ -27,7 +27,7 @@ pub struct Line {
 /// A running `mob-test-app` kingpin, killed (with its workers) on drop.
 pub struct TestApp {
     child: Child,
-    lines: Receiver<String>,
+    lines: Receiver<Vec<u8>>,
     stdin: Option<ChildStdin>,
 }
 
@@ -36,24 +36,38 @@ impl TestApp {
     /// `env!("CARGO_BIN_EXE_mob-test-app")`) with `roles` (e.g.
     /// `"echo:4,idle:2"`) and extra environment.
     pub fn start(exe: &str, roles: &str, env: &[(&str, &str)]) -> TestApp {
+        TestApp::start_with_stderr(exe, roles, env, Stdio::inherit()).0
+    }
+
+    /// [`TestApp::start`], with the kingpin's stderr going to `stderr`; if
+    /// that is [`Stdio::piped`], its read end is returned for the test to
+    /// read (or, to stall the kingpin's stderr, not to read).
+    pub fn start_with_stderr(
+        exe: &str,
+        roles: &str,
+        env: &[(&str, &str)],
+        stderr: Stdio,
+    ) -> (TestApp, Option<ChildStderr>) {
         let mut cmd = Command::new(exe);
-        cmd.arg(roles).stdout(Stdio::piped()).stdin(Stdio::piped());
+        cmd.arg(roles).stdout(Stdio::piped()).stdin(Stdio::piped()).stderr(stderr);
         for (k, v) in env {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().expect("start mob-test-app");
         let stdin = child.stdin.take();
+        let stderr = child.stderr.take();
         let stdout = child.stdout.take().expect("piped stdout");
         let (tx, lines) = channel();
         std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
+            // Lines as bytes: workers' output may be any bytes.
+            for line in BufReader::new(stdout).split(b'\n') {
                 let Ok(line) = line else { break };
                 if tx.send(line).is_err() {
                     break;
                 }
             }
         });
-        TestApp { child, lines, stdin }
+        (TestApp { child, lines, stdin }, stderr)
     }
 
     /// Sends the kingpin one command line (see `mob-test-app`'s docs).
@@ -70,6 +84,12 @@ impl TestApp {
 
     /// The next raw output line, failing the test after [`DEADLINE`].
     pub fn next_raw(&self) -> String {
+        String::from_utf8_lossy(&self.next_bytes()).into_owned()
+    }
+
+    /// The next output line as bytes (without its newline), failing the
+    /// test after [`DEADLINE`].
+    pub fn next_bytes(&self) -> Vec<u8> {
         match self.lines.recv_timeout(DEADLINE) {
             Ok(raw) => raw,
             Err(RecvTimeoutError::Timeout) => panic!("no output from the kingpin within {DEADLINE:?}"),
@@ -94,6 +114,7 @@ impl TestApp {
             let left = DEADLINE.saturating_sub(started.elapsed());
             match self.lines.recv_timeout(left) {
                 Ok(raw) => {
+                    let raw = String::from_utf8_lossy(&raw);
                     if std::env::var("MOB_TEST_TRACE").is_ok() {
                         eprintln!("< {raw}");
                     }
@@ -116,7 +137,7 @@ impl TestApp {
             let left = within.saturating_sub(started.elapsed());
             match self.lines.recv_timeout(left) {
                 Ok(raw) => {
-                    if let Some(line) = parse(&raw) {
+                    if let Some(line) = parse(&String::from_utf8_lossy(&raw)) {
                         return Some(line);
                     }
                 }
@@ -154,9 +175,15 @@ impl TestApp {
 
     /// Every remaining line, until the kingpin's output ends.
     pub fn rest(&self) -> Vec<Line> {
+        self.rest_bytes().iter().filter_map(|raw| parse(&String::from_utf8_lossy(raw))).collect()
+    }
+
+    /// Every remaining output line as bytes (without newlines), until the
+    /// kingpin's output ends.
+    pub fn rest_bytes(&self) -> Vec<Vec<u8>> {
         let mut out = Vec::new();
         while let Ok(raw) = self.lines.recv_timeout(DEADLINE) {
-            out.extend(parse(&raw));
+            out.push(raw);
         }
         out
     }
@@ -278,4 +305,40 @@ pub fn eventually(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(5));
     }
     cond()
+}
+
+/// What the test apps' workers write when told `emit`: on stdout, a line,
+/// a line of binary bytes, and a last line without a newline (flushed);
+/// on stderr, one line.
+pub const EMITTED_STDOUT: &[u8] = b"plain line\nbin \x00\x01\xff\xfe\r\npartial tail";
+/// What the test apps' workers write on stderr when told `emit`.
+pub const EMITTED_STDERR: &[u8] = b"on stderr\n";
+
+/// A worker's side of `emit`: writes [`EMITTED_STDOUT`] and
+/// [`EMITTED_STDERR`], and flushes both.
+pub fn emit_output() {
+    let mut out = std::io::stdout().lock();
+    out.write_all(EMITTED_STDOUT).ok();
+    out.flush().ok();
+    let mut err = std::io::stderr().lock();
+    err.write_all(EMITTED_STDERR).ok();
+    err.flush().ok();
+}
+
+/// A line of [`spew_stderr`]'s: 63 bytes and a newline.
+pub const SPEW_LINE: &[u8; 64] = b"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\n";
+
+/// A worker's side of `spew MIB`: writes MIB MiB of [`SPEW_LINE`]s to
+/// stderr as fast as stderr takes them, then `spew-end`, on a thread of its
+/// own (the worker keeps answering heartbeats while its writes block).
+pub fn spew_stderr(mib: usize) {
+    std::thread::spawn(move || {
+        let mut err = std::io::stderr().lock();
+        for _ in 0..mib * (1 << 20) / SPEW_LINE.len() {
+            if err.write_all(SPEW_LINE).is_err() {
+                return;
+            }
+        }
+        err.write_all(b"spew-end\n").ok();
+    });
 }

@@ -106,6 +106,11 @@ fn worker(mut mob: Mobster) -> Result<(), Error> {
                         // fills, then the kingpin's queue for us.
                         std::thread::park();
                     },
+                    "emit" => {
+                        mob_tests::emit_output();
+                        report(&mob, "emitted".into());
+                    }
+                    "spew" => mob_tests::spew_stderr(text.parse().unwrap_or(1)),
                     "busy" => {
                         mob.busy().ok();
                     }
@@ -462,6 +467,9 @@ fn main() -> ExitCode {
             spec.concurrency = Some(1);
         }
         app = app.role_spec(spec, entry);
+    }
+    if std::env::var("MOB_TEST_NO_PREFIX").is_ok() {
+        app = app.prefix_output(false);
     }
     let mut reader_started = false;
     app.on_event(move |kingpin, event| {

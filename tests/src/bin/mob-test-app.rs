@@ -123,6 +123,13 @@ fn worker(mut mob: Mobster) -> Result<(), Error> {
             std::thread::park();
         }
     });
+    mob.on("emit", |mob, _msg| {
+        mob_tests::emit_output();
+        report(mob, "emitted".into());
+    });
+    mob.on("spew", |_mob, msg| {
+        mob_tests::spew_stderr(msg.decode::<String>().ok().and_then(|s| s.parse().ok()).unwrap_or(1));
+    });
     mob.on("busy", |mob, _msg| {
         mob.busy().ok();
     });
@@ -579,6 +586,9 @@ fn main() -> ExitCode {
             spec.concurrency = Some(1);
         }
         app = app.role_spec(spec, entry);
+    }
+    if std::env::var("MOB_TEST_NO_PREFIX").is_ok() {
+        app = app.prefix_output(false);
     }
     let mut reader_started = false;
     app.on_event(move |kingpin, event| {
