@@ -16,6 +16,8 @@
 //! - [`FdHandle`] / [`FdTable`]: how fds travel through proto without it
 //!   holding any.
 //! - [`Instant`]: time as the runtime tells it.
+//! - [`control`] and [`ControlServer`]: the control protocol an operator's
+//!   tool speaks to a running kingpin (status, resize, reload, stop, kill).
 //! - [`lines`]: workers' stdout and stderr cut into prefixed lines, with
 //!   bounded memory.
 //!
@@ -91,6 +93,7 @@
 extern crate alloc;
 
 pub mod config;
+pub mod control;
 mod deadlines;
 pub mod error;
 pub mod fd;
@@ -106,8 +109,8 @@ pub use config::{Backoff, Intensity, KingpinConfig, OnRoleFailure, Restart, Role
 pub use error::{CloseReason, RespondError, SendError};
 pub use fd::{FdHandle, FdTable};
 pub use kingpin::{
-    Event, ExitStatus, JobOptions, Kingpin, LinkId, Output, Pending, Phase, Spawn, WorkerHealth, WorkerInfo,
-    WorkerState,
+    ControlId, ControlOutput, ControlServer, Event, ExitStatus, JobOptions, Kingpin, LinkId, Output, Pending, Phase,
+    Spawn, WorkerHealth, WorkerInfo, WorkerState,
 };
 pub use requester::{LateCounts, RequestError};
 pub use time::Instant;

@@ -8,6 +8,7 @@
 //! (the names of the hand-over messages, and the socket types).
 
 pub mod channel;
+pub mod control;
 pub mod listen;
 pub mod process;
 pub mod signals;
