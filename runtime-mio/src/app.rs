@@ -47,6 +47,7 @@ pub struct App {
     on_start: Option<StartHook>,
     listen: Vec<(String, ListenAddr, ListenMode)>,
     prefix_output: bool,
+    control: Option<PathBuf>,
 }
 
 type StartHook = Box<dyn FnOnce(&mut Kingpin)>;
@@ -62,6 +63,7 @@ impl App {
             on_start: None,
             listen: Vec::new(),
             prefix_output: true,
+            control: None,
         }
     }
 
@@ -98,6 +100,13 @@ impl App {
     /// and stderr (`false`).
     pub fn prefix_output(mut self, on: bool) -> App {
         self.prefix_output = on;
+        self
+    }
+
+    /// Opens a control socket at `path` for the `mob` command (`mob status`,
+    /// `resize`, `reload`, `stop`, `kill`); see [`Kingpin::control_socket`].
+    pub fn control_socket(mut self, path: impl Into<PathBuf>) -> App {
+        self.control = Some(path.into());
         self
     }
 
@@ -157,6 +166,9 @@ impl App {
     fn run_kingpin(self) -> Result<ExitCode, Error> {
         let mut kingpin = Kingpin::new(self.config, self.launch)?;
         kingpin.prefix_output(self.prefix_output);
+        if let Some(path) = &self.control {
+            kingpin.control_socket(path)?;
+        }
         for (role, addr, mode) in &self.listen {
             kingpin.listen(role, addr, *mode)?;
         }

@@ -126,6 +126,8 @@ pub struct Kingpin {
     stopping: bool,
     /// Workers' stdout and stderr, prefixed; `None`: inherited as they are.
     output: Option<crate::output::Output>,
+    /// The control socket, if one was opened.
+    control: Option<crate::control::Control>,
 }
 
 impl Kingpin {
@@ -161,6 +163,7 @@ impl Kingpin {
             buf: vec![0; READ_BUF],
             stopping: false,
             output,
+            control: None,
         })
     }
 
@@ -179,6 +182,18 @@ impl Kingpin {
         if on != self.output.is_some() {
             self.output = on.then(|| crate::output::Output::open(self.poll.registry()));
         }
+    }
+
+    /// Opens the control socket at `path`: a Unix socket only this user can
+    /// use (mode 0600, and every connection's user checked with
+    /// `SO_PEERCRED`; others are refused and logged), which the `mob`
+    /// command uses for `status`, `resize`, `reload`, `stop` and `kill`
+    /// (`SPEC.md` section 16). A stale socket left at `path` is replaced; the
+    /// socket is removed when the kingpin exits.
+    pub fn control_socket(&mut self, path: impl AsRef<std::path::Path>) -> Result<(), Error> {
+        let control = crate::control::Control::bind(path.as_ref(), self.poll.registry(), self.clock.now())?;
+        self.control = Some(control);
+        Ok(())
     }
 
     /// Every worker that has a link, with its phase.
@@ -386,6 +401,12 @@ impl Kingpin {
                 if event.token() == WAKER {
                     continue;
                 }
+                if crate::control::owns(event.token()) {
+                    if let Some(control) = &mut self.control {
+                        control.ready(self.poll.registry(), event.token(), &mut self.proto, self.clock.now());
+                    }
+                    continue;
+                }
                 if crate::output::owns(event.token()) {
                     if let Some(output) = &mut self.output {
                         output.ready(self.poll.registry(), event.token());
@@ -409,6 +430,9 @@ impl Kingpin {
         self.kill_remaining();
         if let Some(output) = &mut self.output {
             output.finish(self.poll.registry());
+        }
+        if let Some(mut control) = self.control.take() {
+            control.close_all(self.poll.registry());
         }
         Ok(if self.exit == Some(true) { ExitCode::SUCCESS } else { ExitCode::FAILURE })
     }

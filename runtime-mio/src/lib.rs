@@ -40,6 +40,7 @@
 
 mod app;
 mod clock;
+mod control;
 mod error;
 mod handlers;
 mod kingpin;

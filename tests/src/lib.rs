@@ -342,3 +342,24 @@ pub fn spew_stderr(mib: usize) {
         err.write_all(b"spew-end\n").ok();
     });
 }
+
+/// A logger for the test apps (`MOB_TEST_LOG=1`): every record becomes an
+/// event line `log _ 0 0 LEVEL MESSAGE` on stdout.
+pub fn log_to_stdout() {
+    struct Lines;
+    impl log::Log for Lines {
+        fn enabled(&self, _: &log::Metadata) -> bool {
+            true
+        }
+        fn log(&self, record: &log::Record) {
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "log _ 0 0 {} {}", record.level(), record.args()).ok();
+            out.flush().ok();
+        }
+        fn flush(&self) {}
+    }
+    static LINES: Lines = Lines;
+    if log::set_logger(&LINES).is_ok() {
+        log::set_max_level(log::LevelFilter::Info);
+    }
+}

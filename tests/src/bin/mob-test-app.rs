@@ -590,6 +590,12 @@ fn main() -> ExitCode {
     if std::env::var("MOB_TEST_NO_PREFIX").is_ok() {
         app = app.prefix_output(false);
     }
+    if std::env::var("MOB_TEST_LOG").is_ok() {
+        mob_tests::log_to_stdout();
+    }
+    if let Some(path) = std::env::var_os("MOB_TEST_CONTROL") {
+        app = app.control_socket(path);
+    }
     let mut reader_started = false;
     app.on_event(move |kingpin, event| {
         if !reader_started {
