@@ -363,3 +363,45 @@ fn connections_are_limited() {
     assert!(server.open().is_ok(), "room again once one closed");
     assert_eq!(server.connections().count(), MAX_CONTROL_CONNECTIONS);
 }
+
+/// The bytes of `SPEC.md` section 16.5, from the real encoders.
+#[test]
+fn the_spec_example_is_what_the_code_sends() {
+    use mob_proto::control::{ControlReply, ControlWelcome, RoleStatus, WorkerStatus};
+    fn hex(s: &str) -> Vec<u8> {
+        s.split_whitespace().map(|b| u8::from_str_radix(b, 16).unwrap()).collect()
+    }
+    let hello = ControlHello { magic: MAGIC, version: 1, client: "mob".into() };
+    fn frame<M: serde::Serialize>(kind: ControlKind, message: &M) -> Vec<u8> {
+        encode_frame(kind as u8, message, &[], 0, 1 << 22).unwrap()
+    }
+    assert_eq!(frame(ControlKind::Hello, &hello), hex("09 00 00 00 30 00 00 00 6d 6f 62 21 01 03 6d 6f 62"));
+    let welcome = ControlWelcome { version: 1, app: "myapp".into(), pid: 1234 };
+    assert_eq!(frame(ControlKind::Welcome, &welcome), hex("09 00 00 00 31 00 00 00 01 05 6d 79 61 70 70 d2 09"));
+    assert_eq!(frame(ControlKind::Request, &(1u64, ControlCommand::Status)), hex("02 00 00 00 32 00 00 00 01 00"));
+    let report = StatusReport {
+        app: "myapp".into(),
+        pid: 1234,
+        uptime_ms: 1000,
+        shutting_down: false,
+        roles: vec![RoleStatus { name: "web".into(), workers: 1, failed: false, reloading: false }],
+        workers: vec![WorkerStatus {
+            role: "web".into(),
+            slot: 0,
+            pid: 1235,
+            state: WorkerState::Ready,
+            uptime_ms: 480,
+            restarts: 0,
+            rss_kib: 2048,
+            in_flight: 0,
+        }],
+    };
+    let reply = ControlReply { id: 1, result: Ok(ControlAnswer::Status(report)) };
+    let expected = "25 00 00 00 33 00 00 00 01 00 00 05 6d 79 61 70 70 d2 09 e8 07 00 01 03 77 65 62 01 00 00 \
+                    01 03 77 65 62 00 d3 09 02 e0 03 00 80 10 00";
+    assert_eq!(frame(ControlKind::Reply, &reply), hex(expected));
+    let resize = (2u64, ControlCommand::Resize { role: "nope".into(), workers: 2 });
+    assert_eq!(frame(ControlKind::Request, &resize), hex("08 00 00 00 32 00 00 00 02 01 04 6e 6f 70 65 02"));
+    let refused = ControlReply { id: 2, result: Err(ControlError::UnknownRole("nope".into())) };
+    assert_eq!(frame(ControlKind::Reply, &refused), hex("08 00 00 00 33 00 00 00 02 01 00 04 6e 6f 70 65"));
+}
