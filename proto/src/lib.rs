@@ -18,6 +18,10 @@
 //! - [`Instant`]: time as the runtime tells it.
 //! - [`notify`]: what to tell a service manager (systemd's `sd_notify`), and
 //!   when.
+//! - [`control`] and [`ControlServer`]: the control protocol an operator's
+//!   tool speaks to a running kingpin (status, resize, reload, stop, kill).
+//! - [`lines`]: workers' stdout and stderr cut into prefixed lines, with
+//!   bounded memory.
 //!
 //! # The run loop
 //!
@@ -91,12 +95,14 @@
 extern crate alloc;
 
 pub mod config;
+pub mod control;
 mod deadlines;
 pub mod error;
 pub mod fd;
 pub mod frame;
 mod hot;
 pub mod kingpin;
+pub mod lines;
 pub mod notify;
 pub mod requester;
 mod text;
@@ -109,8 +115,8 @@ pub use error::{CloseReason, RespondError, SendError};
 pub use fd::{FdHandle, FdTable};
 pub use kingpin::Summary;
 pub use kingpin::{
-    Event, ExitStatus, JobOptions, Kingpin, LinkId, Output, Pending, Phase, Spawn, WorkerHealth, WorkerInfo,
-    WorkerState,
+    ControlId, ControlOutput, ControlServer, Event, ExitStatus, JobOptions, Kingpin, LinkId, Output, Pending, Phase,
+    Spawn, WorkerHealth, WorkerInfo, WorkerState,
 };
 pub use requester::{LateCounts, RequestError};
 pub use text::Text;

@@ -46,6 +46,8 @@ pub struct App {
     on_event: Option<EventHandler>,
     on_start: Option<StartHook>,
     listen: Vec<(String, ListenAddr, ListenMode)>,
+    prefix_output: bool,
+    control: Option<PathBuf>,
 }
 
 type StartHook = Box<dyn FnOnce(&mut Kingpin)>;
@@ -60,6 +62,8 @@ impl App {
             on_event: None,
             on_start: None,
             listen: Vec::new(),
+            prefix_output: true,
+            control: None,
         }
     }
 
@@ -87,6 +91,22 @@ impl App {
     /// [`crate::Mobster::listener`] or [`crate::Mobster::on_connection`].
     pub fn listen(mut self, role: &str, addr: ListenAddr, mode: ListenMode) -> App {
         self.listen.push((role.to_string(), addr, mode));
+        self
+    }
+
+    /// Whether each line the workers write to stdout and stderr reaches
+    /// the kingpin's stdout and stderr prefixed with `[role#slot pid] `
+    /// (`true`, the default), or workers simply share the kingpin's stdout
+    /// and stderr (`false`).
+    pub fn prefix_output(mut self, on: bool) -> App {
+        self.prefix_output = on;
+        self
+    }
+
+    /// Opens a control socket at `path` for the `mob` command (`mob status`,
+    /// `resize`, `reload`, `stop`, `kill`); see [`Kingpin::control_socket`].
+    pub fn control_socket(mut self, path: impl Into<PathBuf>) -> App {
+        self.control = Some(path.into());
         self
     }
 
@@ -123,13 +143,14 @@ impl App {
     }
 
     /// Runs this process's side: the worker entry for its role, or the
-    /// kingpin. Errors are printed to stderr and give a failing exit code.
+    /// kingpin. Errors are logged (the `log` crate: install a logger to see
+    /// them) and give a failing exit code.
     pub fn run(self) -> ExitCode {
         let result = if App::is_worker() { self.run_worker() } else { self.run_kingpin() };
         match result {
             Ok(code) => code,
             Err(e) => {
-                eprintln!("mob: {e}");
+                log::error!("mob: {e}");
                 ExitCode::FAILURE
             }
         }
@@ -144,6 +165,10 @@ impl App {
 
     fn run_kingpin(self) -> Result<ExitCode, Error> {
         let mut kingpin = Kingpin::new(self.config, self.launch)?;
+        kingpin.prefix_output(self.prefix_output);
+        if let Some(path) = &self.control {
+            kingpin.control_socket(path)?;
+        }
         for (role, addr, mode) in &self.listen {
             kingpin.listen(role, addr, *mode)?;
         }

@@ -138,6 +138,10 @@ pub struct Kingpin {
     systemd: Option<Systemd>,
     /// Whether every child is reaped here, orphans included.
     orphans: bool,
+    /// Workers' stdout and stderr, prefixed; `None`: inherited as they are.
+    output: Option<crate::output::Output>,
+    /// The control socket, if one was opened.
+    control: Option<crate::control::Control>,
 }
 
 impl Kingpin {
@@ -156,6 +160,7 @@ impl Kingpin {
         let (tx, rx) = channel();
         let tx = LoopTx { tx, shared: Arc::new(Shared::new(waker)) };
         mob_sys::process::set_name(&config.app);
+        let output = Some(crate::output::Output::open(poll.registry()));
         Ok(Kingpin {
             proto: mob_proto::Kingpin::new(config),
             poll,
@@ -178,6 +183,8 @@ impl Kingpin {
             stopping: false,
             systemd,
             orphans: mob_sys::reap::receives_orphans(),
+            output,
+            control: None,
         })
     }
 
@@ -185,6 +192,29 @@ impl Kingpin {
     /// (send, stop).
     pub fn on_event(&mut self, handler: impl FnMut(&mut Kingpin, Event) + 'static) {
         self.on_event = Some(Box::new(handler));
+    }
+
+    /// Whether workers' stdout and stderr reach the kingpin's line by line,
+    /// each line prefixed with `[role#slot pid] ` (the default), or are the
+    /// kingpin's own, inherited as they are. Applies to workers spawned
+    /// from now on. See `mob_proto::lines` for what happens to partial
+    /// lines, binary output and fast writers.
+    pub fn prefix_output(&mut self, on: bool) {
+        if on != self.output.is_some() {
+            self.output = on.then(|| crate::output::Output::open(self.poll.registry()));
+        }
+    }
+
+    /// Opens the control socket at `path`: a Unix socket only this user can
+    /// use (mode 0600, and every connection's user checked with
+    /// `SO_PEERCRED`; others are refused and logged), which the `mob`
+    /// command uses for `status`, `resize`, `reload`, `stop` and `kill`
+    /// (`SPEC.md` section 16). A stale socket left at `path` is replaced; the
+    /// socket is removed when the kingpin exits.
+    pub fn control_socket(&mut self, path: impl AsRef<std::path::Path>) -> Result<(), Error> {
+        let control = crate::control::Control::bind(path.as_ref(), self.poll.registry(), self.clock.now())?;
+        self.control = Some(control);
+        Ok(())
     }
 
     /// Every worker that has a link, with its phase.
@@ -408,6 +438,18 @@ impl Kingpin {
                 if event.token() == WAKER {
                     continue;
                 }
+                if crate::control::owns(event.token()) {
+                    if let Some(control) = &mut self.control {
+                        control.ready(self.poll.registry(), event.token(), &mut self.proto, self.clock.now());
+                    }
+                    continue;
+                }
+                if crate::output::owns(event.token()) {
+                    if let Some(output) = &mut self.output {
+                        output.ready(self.poll.registry(), event.token());
+                    }
+                    continue;
+                }
                 if event.token().0 > usize::MAX - 64 {
                     self.accept(usize::MAX - event.token().0);
                     continue;
@@ -428,6 +470,12 @@ impl Kingpin {
             }
         }
         self.kill_remaining();
+        if let Some(output) = &mut self.output {
+            output.finish(self.poll.registry());
+        }
+        if let Some(mut control) = self.control.take() {
+            control.close_all(self.poll.registry());
+        }
         Ok(if self.exit == Some(true) { ExitCode::SUCCESS } else { ExitCode::FAILURE })
     }
 
@@ -685,7 +733,10 @@ impl Kingpin {
     fn spawn(&mut self, spawn: Spawn) {
         let now = self.clock.now();
         match self.start_process(&spawn) {
-            Ok((child, mut sock)) => {
+            Ok((child, mut sock, pending)) => {
+                if let (Some(output), Some(pending)) = (&mut self.output, pending) {
+                    output.attach(self.poll.registry(), pending, &spawn.role, spawn.slot, child.id());
+                }
                 let token = Token(spawn.link.as_u64() as usize + FIRST_LINK);
                 if self.poll.registry().register(&mut sock, token, Interest::READABLE).is_err() {
                     let _ = mob_sys::process::kill(child.id());
@@ -695,11 +746,15 @@ impl Kingpin {
                 self.links.insert(spawn.link, LinkSock { sock, write_interest: false });
                 self.proto.handle_spawned(spawn.link, pid, now);
             }
-            Err(_) => self.proto.handle_spawn_failed(spawn.link, now),
+            Err(e) => {
+                log::warn!("cannot start a worker for {}#{}: {e}", spawn.role, spawn.slot);
+                self.proto.handle_spawn_failed(spawn.link, now)
+            }
         }
     }
 
-    fn start_process(&self, spawn: &Spawn) -> Result<(Child, UnixStream), Error> {
+    #[allow(clippy::type_complexity)]
+    fn start_process(&self, spawn: &Spawn) -> Result<(Child, UnixStream, Option<crate::output::Pending>), Error> {
         let app = &self.proto.config().app;
         let mut cmd = match self.launch.get(&*spawn.role).cloned().unwrap_or(Launch::SelfExec) {
             Launch::SelfExec => {
@@ -719,11 +774,19 @@ impl Kingpin {
             .env(mob_sys::ENV_APP, app)
             .env(mob_sys::ENV_FD, mob_sys::CHANNEL_FD.to_string())
             .stdin(Stdio::null());
+        let pending = match &self.output {
+            Some(output) => {
+                let (out, err, pending) = output.stdio()?;
+                cmd.stdout(out).stderr(err);
+                Some(pending)
+            }
+            None => None,
+        };
         let (ours, theirs) = mob_sys::channel::socketpair()?;
         mob_sys::channel::set_nonblocking(&ours, true)?;
         let child = mob_sys::spawn::spawn_worker(&mut cmd, theirs)?;
         let sock = UnixStream::from_std(std::os::unix::net::UnixStream::from(ours));
-        Ok((child, sock))
+        Ok((child, sock, pending))
     }
 
     /// Kills every worker still running and waits for each.

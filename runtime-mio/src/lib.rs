@@ -40,6 +40,7 @@
 
 mod app;
 mod clock;
+mod control;
 mod error;
 mod handlers;
 mod kingpin;
@@ -47,6 +48,7 @@ mod link;
 use mob_sys::listen;
 mod message;
 mod mobster;
+mod output;
 mod request;
 mod rpc;
 mod systemd;

@@ -49,6 +49,7 @@ pub struct App {
     on_event: Option<EventHandler>,
     on_start: Option<StartFn>,
     listen: Vec<(String, ListenAddr, ListenMode)>,
+    prefix_output: bool,
 }
 
 impl App {
@@ -61,6 +62,7 @@ impl App {
             on_event: None,
             on_start: None,
             listen: Vec::new(),
+            prefix_output: true,
         }
     }
 
@@ -100,6 +102,15 @@ impl App {
         self
     }
 
+    /// Whether each line the workers write to stdout and stderr reaches
+    /// the kingpin's stdout and stderr prefixed with `[role#slot pid] `
+    /// (`true`, the default), or workers simply share the kingpin's stdout
+    /// and stderr (`false`).
+    pub fn prefix_output(mut self, on: bool) -> App {
+        self.prefix_output = on;
+        self
+    }
+
     /// Runs `f` in the kingpin once, before its loop starts: install a
     /// signal handler, enqueue the first jobs, keep a [`crate::Handle`].
     pub fn on_start(mut self, f: impl FnOnce(&mut Kingpin) + 'static) -> App {
@@ -125,7 +136,8 @@ impl App {
     }
 
     /// Runs this process's side: the worker entry for its role, or the
-    /// kingpin. Errors are printed to stderr and give a failing exit code.
+    /// kingpin. Errors are logged (the `log` crate: install a logger to see
+    /// them) and give a failing exit code.
     /// A worker whose entry returns [`Error::Closed`] because the kingpin
     /// closed the link, or [`Error::Stopped`], exits with success.
     pub fn run(self) -> ExitCode {
@@ -133,7 +145,7 @@ impl App {
         match result {
             Ok(code) => code,
             Err(e) => {
-                eprintln!("mob: {e}");
+                log::error!("mob: {e}");
                 ExitCode::FAILURE
             }
         }
@@ -150,6 +162,7 @@ impl App {
 
     fn run_kingpin(self) -> Result<ExitCode, Error> {
         let mut kingpin = Kingpin::new(self.config, self.launch)?;
+        kingpin.prefix_output(self.prefix_output);
         for (role, addr, mode) in &self.listen {
             kingpin.listen(role, addr, *mode)?;
         }

@@ -199,6 +199,8 @@ pub struct Kingpin {
     systemd: Option<Systemd>,
     /// Whether every child is reaped here, orphans included.
     orphans: bool,
+    /// Workers' stdout and stderr, prefixed; `None`: inherited as they are.
+    output: Option<crate::output::Output>,
 }
 
 impl Kingpin {
@@ -257,6 +259,7 @@ impl Kingpin {
             tx: LoopTx { tx, shared },
             systemd,
             orphans: mob_sys::reap::receives_orphans(),
+            output: Some(crate::output::Output::default()),
         })
     }
 
@@ -271,6 +274,17 @@ impl Kingpin {
     /// `on('SIGINT')` does.
     pub fn on_signal(&mut self, handler: impl FnMut(&mut Kingpin, i32) + 'static) {
         self.on_signal = Some(Box::new(handler));
+    }
+
+    /// Whether workers' stdout and stderr reach the kingpin's line by line,
+    /// each line prefixed with `[role#slot pid] ` (the default), or are the
+    /// kingpin's own, inherited as they are. Applies to workers spawned
+    /// from now on. See `mob_proto::lines` for what happens to partial
+    /// lines, binary output and fast writers.
+    pub fn prefix_output(&mut self, on: bool) {
+        if on != self.output.is_some() {
+            self.output = on.then(crate::output::Output::default);
+        }
     }
 
     /// Every worker that has a link, with its phase.
@@ -466,6 +480,9 @@ impl Kingpin {
             self.step();
         }
         self.kill_remaining();
+        if let Some(output) = &self.output {
+            output.finish();
+        }
         Ok(if self.exit == Some(true) { ExitCode::SUCCESS } else { ExitCode::FAILURE })
     }
 
@@ -852,8 +869,11 @@ impl Kingpin {
     fn spawn(&mut self, spawn: Spawn) {
         let now = self.clock.now();
         match self.start_process(&spawn) {
-            Ok((child, ours)) => {
+            Ok((child, ours, pending)) => {
                 let pid = child.id();
+                if let (Some(output), Some(pending)) = (&self.output, pending) {
+                    output.attach(pending, &spawn.role, spawn.slot, pid);
+                }
                 let name = format!("mob-{}#{}", spawn.role, spawn.slot);
                 match LinkIo::start(spawn.link, ours, self.tx.tx.clone(), Credit::new(), &name) {
                     Ok(io) => {
@@ -868,11 +888,15 @@ impl Kingpin {
                 self.children.insert(pid, child);
                 self.proto.handle_spawned(spawn.link, pid, now);
             }
-            Err(_) => self.proto.handle_spawn_failed(spawn.link, now),
+            Err(e) => {
+                log::warn!("cannot start a worker for {}#{}: {e}", spawn.role, spawn.slot);
+                self.proto.handle_spawn_failed(spawn.link, now)
+            }
         }
     }
 
-    fn start_process(&self, spawn: &Spawn) -> Result<(Child, OwnedFd), Error> {
+    #[allow(clippy::type_complexity)]
+    fn start_process(&self, spawn: &Spawn) -> Result<(Child, OwnedFd, Option<crate::output::Pending>), Error> {
         let app = &self.proto.config().app;
         let mut cmd = match self.launch.get(&*spawn.role).cloned().unwrap_or(Launch::SelfExec) {
             Launch::SelfExec => {
@@ -892,9 +916,17 @@ impl Kingpin {
             .env(mob_sys::ENV_APP, app)
             .env(mob_sys::ENV_FD, mob_sys::CHANNEL_FD.to_string())
             .stdin(Stdio::null());
+        let pending = match &self.output {
+            Some(output) => {
+                let (out, err, pending) = output.stdio()?;
+                cmd.stdout(out).stderr(err);
+                Some(pending)
+            }
+            None => None,
+        };
         let (ours, theirs) = mob_sys::channel::socketpair()?;
         let child = mob_sys::spawn::spawn_worker(&mut cmd, theirs)?;
-        Ok((child, ours))
+        Ok((child, ours, pending))
     }
 
     /// Kills every worker still running, waits for each, and closes every

@@ -83,6 +83,7 @@ mod kingpin;
 mod link;
 mod message;
 mod mobster;
+mod output;
 mod rpc;
 mod systemd;
 

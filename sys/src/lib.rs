@@ -13,6 +13,7 @@
 
 pub mod activation;
 pub mod channel;
+pub mod control;
 pub mod inherit;
 pub mod listen;
 pub mod notify;
@@ -20,6 +21,7 @@ pub mod process;
 pub mod reap;
 pub mod signals;
 pub mod spawn;
+pub mod stdio;
 
 /// The fd number at which a worker finds its channel to the kingpin.
 pub const CHANNEL_FD: i32 = 3;

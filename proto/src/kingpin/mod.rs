@@ -7,12 +7,16 @@
 //! [`calls`] requests in flight and what ends them.
 
 mod calls;
+mod control;
 mod jobs;
 mod link;
 mod route;
 mod summary;
 mod supervise;
 
+pub use control::{
+    ControlId, ControlOutput, ControlServer, MAX_CONTROL_CONNECTIONS, MAX_CONTROL_QUEUED, TooManyConnections,
+};
 pub use jobs::{JOB_NAME, JOB_NAMESPACE, JobOptions};
 pub use summary::Summary;
 pub use supervise::{WorkerHealth, WorkerState};

@@ -109,6 +109,11 @@ fn worker(mut mob: Mobster) -> Result<(), Error> {
                         // fills, then the kingpin's queue for us.
                         std::thread::park();
                     },
+                    "emit" => {
+                        mob_tests::emit_output();
+                        report(&mob, "emitted".into());
+                    }
+                    "spew" => mob_tests::spew_stderr(text.parse().unwrap_or(1)),
                     "busy" => {
                         mob.busy().ok();
                     }
@@ -508,6 +513,9 @@ fn main() -> ExitCode {
     }
     if std::env::var("MOB_TEST_SUBREAPER").is_ok() {
         app = app.on_start(|k| k.reap_orphans().expect("become a subreaper"));
+    }
+    if std::env::var("MOB_TEST_NO_PREFIX").is_ok() {
+        app = app.prefix_output(false);
     }
     let mut reader_started = false;
     app.on_event(move |kingpin, event| {

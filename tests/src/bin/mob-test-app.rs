@@ -133,6 +133,13 @@ fn worker(mut mob: Mobster) -> Result<(), Error> {
         let pids: Vec<String> = mob_tests::orphans::make_orphans(n).iter().map(u32::to_string).collect();
         report(mob, format!("orphans {}", pids.join(" ")));
     });
+    mob.on("emit", |mob, _msg| {
+        mob_tests::emit_output();
+        report(mob, "emitted".into());
+    });
+    mob.on("spew", |_mob, msg| {
+        mob_tests::spew_stderr(msg.decode::<String>().ok().and_then(|s| s.parse().ok()).unwrap_or(1));
+    });
     mob.on("busy", |mob, _msg| {
         mob.busy().ok();
     });
@@ -601,6 +608,15 @@ fn main() -> ExitCode {
     }
     if std::env::var("MOB_TEST_SUBREAPER").is_ok() {
         app = app.on_start(|k| k.reap_orphans().expect("become a subreaper"));
+    }
+    if std::env::var("MOB_TEST_NO_PREFIX").is_ok() {
+        app = app.prefix_output(false);
+    }
+    if std::env::var("MOB_TEST_LOG").is_ok() {
+        mob_tests::log_to_stdout();
+    }
+    if let Some(path) = std::env::var_os("MOB_TEST_CONTROL") {
+        app = app.control_socket(path);
     }
     let mut reader_started = false;
     app.on_event(move |kingpin, event| {
