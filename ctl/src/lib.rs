@@ -125,7 +125,12 @@ impl Client {
 
     fn flush(&mut self) -> Result<(), CtlError> {
         let bytes = self.proto.take_transmit();
-        self.sock.write_all(&bytes).map_err(|e| CtlError::Io(self.path.clone(), e))
+        self.sock.write_all(&bytes).map_err(|e| match e.kind() {
+            // The kingpin closed before reading what we wrote (it refused us,
+            // or it is exiting): the same as an end of stream.
+            std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset => CtlError::Closed,
+            _ => CtlError::Io(self.path.clone(), e),
+        })
     }
 
     /// The next thing the kingpin says; `None` at end of stream.
