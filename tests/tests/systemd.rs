@@ -273,7 +273,10 @@ fn http_app_socket_activated(mode: &str) {
     let listening = app.wait_raw("listening on http://");
     assert!(listening.contains(&format!("http://{addr}/")), "{listening}");
     let served = app.wait_raw("served an http request.");
-    let pid: u32 = served.split(' ').nth(1).and_then(|p| p.parse().ok()).expect("a server pid");
+    // `[front#N PID] Server PID served an http request.` (worker output is
+    // prefixed by the kingpin).
+    let said = served.split_once("] ").map_or(served.as_str(), |(_, s)| s);
+    let pid: u32 = said.split(' ').nth(1).and_then(|p| p.parse().ok()).expect("a server pid");
     assert_ne!(pid, app.pid(), "a front worker answered, not the kingpin");
     app.signal(Signal::SIGTERM);
     assert_eq!(app.wait_exit(), Some(0));
