@@ -3,8 +3,10 @@
 //! callbacks between links.
 //!
 //! Split by job: this file holds the types, the inputs and the outputs;
-//! [`link`] one link's queues; [`route`] how a target picks links;
-//! [`calls`] requests in flight and what ends them.
+//! `link.rs` one link's queues; `route.rs` how a target picks links;
+//! `calls.rs` requests in flight and what ends them; `jobs.rs` the work
+//! queue; `supervise.rs` restarts and shutdown; `control.rs` the operator's
+//! control connections; `summary.rs` the one-line status.
 
 mod calls;
 mod control;
