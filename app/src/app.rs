@@ -9,7 +9,7 @@ use mob_sys::listen::{ListenAddr, ListenMode};
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::os::fd::OwnedFd;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 /// A worker role's entry function (`M` is the runtime's mobster): set up,
@@ -34,6 +34,10 @@ pub trait Runtime: Sized + 'static {
     /// Calls `handler` for every [`Event`].
     fn on_event(&mut self, handler: EventHandler<Self>);
 
+    /// Whether workers' stdout and stderr reach the kingpin's prefixed with
+    /// `[role#slot pid] ` (`true`), or workers share them directly.
+    fn prefix_output(&mut self, on: bool);
+
     /// Runs until the shutdown ends; success if it was clean.
     fn run(self) -> Result<ExitCode, Error>;
 
@@ -41,7 +45,16 @@ pub trait Runtime: Sized + 'static {
     fn mobster(env: WorkerEnv, channel: OwnedFd) -> Result<Self::Mobster, Error>;
 }
 
+/// A runtime whose kingpin can listen on a control socket for the `mob`
+/// command (`mob-mio`'s; `mob-std`'s has none yet).
+pub trait ControlSocket: Runtime {
+    /// Opens the control socket at `path` (mode 0600, only the kingpin's
+    /// own user is answered).
+    fn control_socket(&mut self, path: &Path) -> Result<(), Error>;
+}
+
 type StartHook<K> = Box<dyn FnOnce(&mut K)>;
+type ControlHook<K> = Box<dyn FnOnce(&mut K) -> Result<(), Error>>;
 
 /// A mob application: its name, its roles and what each runs. `K` is the
 /// runtime's kingpin (each runtime names this type `App`; its crate docs
@@ -59,6 +72,8 @@ pub struct App<K: Runtime> {
     on_event: Option<EventHandler<K>>,
     on_start: Option<StartHook<K>>,
     listen: Vec<(String, ListenAddr, ListenMode)>,
+    prefix_output: bool,
+    control: Option<ControlHook<K>>,
 }
 
 impl<K: Runtime> App<K> {
@@ -71,6 +86,8 @@ impl<K: Runtime> App<K> {
             on_event: None,
             on_start: None,
             listen: Vec::new(),
+            prefix_output: true,
+            control: None,
         }
     }
 
@@ -110,6 +127,15 @@ impl<K: Runtime> App<K> {
         self
     }
 
+    /// Whether each line the workers write to stdout and stderr reaches
+    /// the kingpin's stdout and stderr prefixed with `[role#slot pid] `
+    /// (`true`, the default), or workers simply share the kingpin's stdout
+    /// and stderr (`false`).
+    pub fn prefix_output(mut self, on: bool) -> Self {
+        self.prefix_output = on;
+        self
+    }
+
     /// Runs `f` in the kingpin once, before its loop starts: install a
     /// signal handler, enqueue the first jobs, keep a [`crate::Handle`].
     pub fn on_start(mut self, f: impl FnOnce(&mut K) + 'static) -> Self {
@@ -135,7 +161,8 @@ impl<K: Runtime> App<K> {
     }
 
     /// Runs this process's side: the worker entry for its role, or the
-    /// kingpin. Errors are printed to stderr and give a failing exit code.
+    /// kingpin. Errors are logged (the `log` crate: install a logger to see
+    /// them) and give a failing exit code.
     /// A worker whose entry returns [`Error::Closed`] because the kingpin
     /// closed the link, or [`Error::Stopped`], exits with success.
     pub fn run(self) -> ExitCode {
@@ -143,7 +170,7 @@ impl<K: Runtime> App<K> {
         match result {
             Ok(code) => code,
             Err(e) => {
-                eprintln!("mob: {e}");
+                log::error!("mob: {e}");
                 ExitCode::FAILURE
             }
         }
@@ -160,6 +187,10 @@ impl<K: Runtime> App<K> {
 
     fn run_kingpin(self) -> Result<ExitCode, Error> {
         let mut kingpin = K::kingpin(self.config, self.launch)?;
+        kingpin.prefix_output(self.prefix_output);
+        if let Some(control) = self.control {
+            control(&mut kingpin)?;
+        }
         for (role, addr, mode) in &self.listen {
             kingpin.listen(role, addr, *mode)?;
         }
@@ -170,5 +201,16 @@ impl<K: Runtime> App<K> {
             f(&mut kingpin);
         }
         kingpin.run()
+    }
+}
+
+impl<K: ControlSocket> App<K> {
+    /// Opens a control socket at `path` for the `mob` command (`mob status`,
+    /// `resize`, `reload`, `stop`, `kill`); see the runtime's
+    /// `Kingpin::control_socket`.
+    pub fn control_socket(mut self, path: impl Into<PathBuf>) -> Self {
+        let path = path.into();
+        self.control = Some(Box::new(move |k: &mut K| k.control_socket(&path)));
+        self
     }
 }

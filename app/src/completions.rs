@@ -2,7 +2,7 @@
 //! what each callback it passed runs, by proto's ids.
 
 use crate::command::{RemoteCallback, RemoteDone};
-use crate::{Error, Outcome, Reply};
+use crate::{BuildNameHasher, Error, Outcome, Reply};
 use mob_proto::SendError;
 use std::collections::HashMap;
 
@@ -72,15 +72,15 @@ impl<C> CallbackFn<C> {
 /// A requester's table of completions and callbacks, by proto's ids.
 pub struct Completions<C> {
     /// How each open request reports its end.
-    pub done: HashMap<u64, Done<C>>,
+    pub done: HashMap<u64, Done<C>, BuildNameHasher>,
     /// What each live callback runs.
-    pub callbacks: HashMap<u64, CallbackFn<C>>,
+    pub callbacks: HashMap<u64, CallbackFn<C>, BuildNameHasher>,
 }
 
 impl<C> Completions<C> {
     /// An empty table.
     pub fn new() -> Self {
-        Completions { done: HashMap::new(), callbacks: HashMap::new() }
+        Completions { done: HashMap::default(), callbacks: HashMap::default() }
     }
 
     /// Keeps request `id`'s completion, and its callbacks under proto's

@@ -39,7 +39,7 @@ impl<K> Handle<K> {
 
     /// Sends `value` (postcard-encoded) as message `name`.
     pub fn send<T: Serialize + ?Sized>(&self, to: Target, name: &str, value: &T) -> Result<(), Error> {
-        let payload = postcard::to_allocvec(value)?;
+        let payload = mob_proto::wire::encode_payload(value)?;
         self.send_raw(to, DEFAULT_NAMESPACE, name, payload, Vec::new())
     }
 
@@ -50,7 +50,7 @@ impl<K> Handle<K> {
 
     /// Starts building a request carrying `value` (postcard-encoded).
     pub fn request<T: Serialize + ?Sized>(&self, to: Target, name: &str, value: &T) -> Result<HandleRequest<K>, Error> {
-        let payload = postcard::to_allocvec(value)?;
+        let payload = mob_proto::wire::encode_payload(value)?;
         Ok(HandleRequest::new(self.tx.clone(), RequestSpec::new(to, name, payload)))
     }
 

@@ -1,6 +1,7 @@
 //! A message as the application receives it.
 
 use bytes::Bytes;
+use mob_proto::Text;
 use serde::de::DeserializeOwned;
 use std::os::fd::OwnedFd;
 
@@ -13,9 +14,9 @@ pub struct Message<From> {
     /// Who sent it.
     pub from: From,
     /// Its namespace (`"_"` unless the sender chose one).
-    pub ns: String,
+    pub ns: Text,
     /// Its name.
-    pub name: String,
+    pub name: Text,
     /// The raw payload.
     pub payload: Bytes,
     /// fds that came with it.

@@ -4,7 +4,7 @@
 use crate::Error;
 use crate::answer::{Answer, AnswerKind, Answered, Answers};
 use bytes::Bytes;
-use mob_proto::Failure;
+use mob_proto::{Failure, Text};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::os::fd::OwnedFd;
@@ -21,9 +21,9 @@ pub struct Request<From> {
     /// Who asked.
     pub from: From,
     /// Its namespace.
-    pub ns: String,
+    pub ns: Text,
     /// Its name.
-    pub name: String,
+    pub name: Text,
     /// The raw payload.
     pub payload: Bytes,
     /// fds that came with it.
@@ -51,8 +51,8 @@ impl<From> Request<From> {
     /// they do not build them).
     pub fn new(
         from: From,
-        ns: String,
-        name: String,
+        ns: Text,
+        name: Text,
         payload: Bytes,
         fds: Vec<OwnedFd>,
         callbacks: Vec<Callback>,
@@ -122,7 +122,7 @@ impl Responder {
 
     /// Answers with `value` (postcard-encoded).
     pub fn respond<T: Serialize + ?Sized>(self, value: &T) -> Result<(), Error> {
-        let payload = postcard::to_allocvec(value)?;
+        let payload = mob_proto::wire::encode_payload(value)?;
         self.respond_raw(payload, Vec::new())
     }
 
@@ -174,7 +174,7 @@ impl Callback {
 
     /// Invokes the callback with `value` (postcard-encoded).
     pub fn invoke<T: Serialize + ?Sized>(self, value: &T) -> Result<(), Error> {
-        let payload = postcard::to_allocvec(value)?;
+        let payload = mob_proto::wire::encode_payload(value)?;
         self.invoke_raw(payload, Vec::new())
     }
 

@@ -137,8 +137,8 @@ fn main() {
         }
         w.buf
     };
-    let send = Send { to: Target::Role("front".into()), ns: "_".into(), name: "job".into() };
-    let deliver = Deliver { from: Source::Worker { id: 2, pid: 1001 }, ns: "_".into(), name: "job".into() };
+    let send = Send { to: Target::Role("front".into()), ns: "_", name: "job" };
+    let deliver = Deliver { from: Source::Worker { id: 2, pid: 1001 }, ns: "_", name: "job" };
     let deliver_fds = frame(Kind::Deliver, &deliver, b"payload", 2);
     let (head, tail) = deliver_fds.split_at(3);
     let mut split = vec![decoder::Op::Read { fds: 1, bytes: head }];

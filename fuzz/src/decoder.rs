@@ -150,7 +150,7 @@ impl State {
                         assert_eq!(pos, 0, "frame skipped an earlier read's fds {:x?}", self.batches[0]);
                         self.batches.pop_front();
                     }
-                    let (fds, via) = match Message::parse(frame) {
+                    let (fds, via) = match Message::parse_owned(frame) {
                         Ok(msg) => (msg.into_fds(), "a parsed frame"),
                         Err((_, fds)) => (fds, "a frame that does not parse"),
                     };

@@ -226,7 +226,7 @@ impl StreamCheck {
                 Err(e) => panic!("{:?} wrote a stream that does not decode: {e}", self.side),
             };
             let (kind, nfds) = (frame.kind, frame.fds.len());
-            let msg = match Message::parse(frame) {
+            let msg = match Message::parse_owned(frame) {
                 Ok(m) => m,
                 Err((e, _)) => {
                     panic!("{:?} wrote a frame of kind {kind} that does not parse: {e}", self.side)
@@ -299,7 +299,7 @@ pub fn real_welcome() -> &'static wire::Welcome {
         let bytes = k.poll_transmit(link).expect("no Welcome").bytes.to_vec();
         let mut dec = Decoder::new(u32::MAX);
         dec.handle_read(&bytes, Vec::new());
-        match dec.decode().ok().flatten().map(Message::parse) {
+        match dec.decode().ok().flatten().map(Message::parse_owned) {
             Some(Ok(Message::Welcome(w))) => w,
             other => panic!("the kingpin's first frame is not a Welcome: {other:?}"),
         }

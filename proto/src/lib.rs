@@ -16,6 +16,12 @@
 //! - [`FdHandle`] / [`FdTable`]: how fds travel through proto without it
 //!   holding any.
 //! - [`Instant`]: time as the runtime tells it.
+//! - [`notify`]: what to tell a service manager (systemd's `sd_notify`), and
+//!   when.
+//! - [`control`] and [`ControlServer`]: the control protocol an operator's
+//!   tool speaks to a running kingpin (status, resize, reload, stop, kill).
+//! - [`lines`]: workers' stdout and stderr cut into prefixed lines, with
+//!   bounded memory.
 //!
 //! # The run loop
 //!
@@ -52,7 +58,7 @@
 //!             Output::Event(Event::WorkerUp(info)) => {
 //!                 kingpin.send(Target::Pid(info.pid), "_", "hi", b"hello", Vec::new()).unwrap();
 //!             }
-//!             Output::Event(Event::Message { name, payload, .. }) => got.push((name, payload)),
+//!             Output::Event(Event::Message { name, payload, .. }) => got.push((name.to_string(), payload)),
 //!             _ => {}
 //!         }
 //!     }
@@ -89,12 +95,17 @@
 extern crate alloc;
 
 pub mod config;
+pub mod control;
 mod deadlines;
 pub mod error;
 pub mod fd;
 pub mod frame;
+mod hot;
 pub mod kingpin;
+pub mod lines;
+pub mod notify;
 pub mod requester;
+mod text;
 pub mod time;
 pub mod wire;
 pub mod worker;
@@ -102,11 +113,13 @@ pub mod worker;
 pub use config::{Backoff, Intensity, KingpinConfig, OnRoleFailure, Restart, RoleSpec};
 pub use error::{CloseReason, RespondError, SendError};
 pub use fd::{FdHandle, FdTable};
+pub use kingpin::Summary;
 pub use kingpin::{
-    Event, ExitStatus, JobOptions, Kingpin, LinkId, Output, Pending, Phase, Spawn, WorkerHealth, WorkerInfo,
-    WorkerState,
+    ControlId, ControlOutput, ControlServer, Event, ExitStatus, JobOptions, Kingpin, LinkId, Output, Pending, Phase,
+    Spawn, WorkerHealth, WorkerInfo, WorkerState,
 };
 pub use requester::{LateCounts, RequestError};
+pub use text::Text;
 pub use time::Instant;
 pub use wire::{Failure, Source, Target};
 pub use worker::{Worker, WorkerConfig, WorkerEvent, WorkerOutput};

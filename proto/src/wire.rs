@@ -192,60 +192,65 @@ pub enum Source {
 }
 
 /// A one-way message from a worker, for the kingpin to route.
+///
+/// The four message kinds that name a handler ([`Send`], [`Deliver`],
+/// [`Request`], [`Call`]) are generic over their strings: a parsed frame
+/// borrows them from its body (`&str`), and encoding takes borrowed ones, so
+/// neither side allocates a name per message.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Send {
+pub struct Send<S = String> {
     /// Destination.
     pub to: Target,
     /// Namespace (see [`DEFAULT_NAMESPACE`]).
-    pub ns: String,
+    pub ns: S,
     /// Message name within the namespace.
-    pub name: String,
+    pub name: S,
 }
 
 /// A one-way message handed to a worker.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Deliver {
+pub struct Deliver<S = String> {
     /// Who sent it.
     pub from: Source,
     /// Namespace.
-    pub ns: String,
+    pub ns: S,
     /// Message name within the namespace.
-    pub name: String,
+    pub name: S,
 }
 
 /// A request from a worker, for the kingpin to handle or route.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Request {
+pub struct Request<S = String, C = Vec<u64>> {
     /// The requester's id for it (unique among its open requests).
     pub id: u64,
     /// Destination: [`Target::Kingpin`], [`Target::Any`] or [`Target::Pid`].
     pub to: Target,
     /// Namespace.
-    pub ns: String,
+    pub ns: S,
     /// Name within the namespace.
-    pub name: String,
+    pub name: S,
     /// Milliseconds from the send until the requester gives up.
     pub timeout_ms: u64,
     /// The requester's ids of callbacks passed with the request.
-    pub callbacks: Vec<u64>,
+    pub callbacks: C,
 }
 
 /// A request handed to a worker to handle.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Call {
+pub struct Call<S = String, C = Vec<u64>> {
     /// The kingpin's id for this call: the worker's [`Reply`], [`Invoke`]s
     /// use it.
     pub id: u64,
     /// Who asked.
     pub from: Source,
     /// Namespace.
-    pub ns: String,
+    pub ns: S,
     /// Name within the namespace.
-    pub name: String,
+    pub name: S,
     /// Milliseconds the requester still waits (informational).
     pub timeout_ms: u64,
     /// Callbacks the handler may invoke, once each.
-    pub callbacks: Vec<u64>,
+    pub callbacks: C,
 }
 
 /// Why a request failed, as carried in a [`Reply`].
@@ -343,9 +348,11 @@ pub struct Scale {
     pub workers: u32,
 }
 
-/// A parsed frame.
+/// A parsed frame. [`Message::parse`] gives one whose names and namespaces
+/// are borrowed from the frame's body (`Message<&str>`); payloads are shared
+/// slices of it. [`Message::parse_owned`] gives one that owns its names.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Message {
+pub enum Message<S = String> {
     /// See [`Hello`].
     Hello(Hello),
     /// See [`Welcome`].
@@ -353,13 +360,13 @@ pub enum Message {
     /// See [`Reject`].
     Reject(Reject),
     /// See [`Send`].
-    Send(Send, Bytes, Vec<FdHandle>),
+    Send(Send<S>, Bytes, Vec<FdHandle>),
     /// See [`Deliver`].
-    Deliver(Deliver, Bytes, Vec<FdHandle>),
+    Deliver(Deliver<S>, Bytes, Vec<FdHandle>),
     /// See [`Request`].
-    Request(Request, Bytes, Vec<FdHandle>),
+    Request(Request<S>, Bytes, Vec<FdHandle>),
     /// See [`Call`].
-    Call(Call, Bytes, Vec<FdHandle>),
+    Call(Call<S>, Bytes, Vec<FdHandle>),
     /// See [`Reply`].
     Reply(Reply, Bytes, Vec<FdHandle>),
     /// See [`Cancel`].
@@ -382,7 +389,7 @@ pub enum Message {
     Scale(Scale),
 }
 
-impl Message {
+impl<S> Message<S> {
     /// Takes the fds out of a message that is being dropped.
     pub fn into_fds(self) -> Vec<FdHandle> {
         match self {
@@ -398,10 +405,74 @@ impl Message {
 }
 
 impl Message {
-    /// Parses a raw frame. On error the frame's fds are returned beside the
-    /// error, for release.
-    pub fn parse(frame: RawFrame) -> Result<Message, (DecodeError, Vec<FdHandle>)> {
-        let RawFrame { kind: byte, body, fds } = frame;
+    /// Parses a frame into a message that owns its strings (an allocation
+    /// per name: for tests and tools; the runtimes use [`Message::parse`]).
+    pub fn parse_owned(frame: RawFrame) -> Result<Message, (DecodeError, Vec<FdHandle>)> {
+        Message::parse(frame.kind, &frame.body, frame.fds).map(Message::into_owned)
+    }
+}
+
+impl Message<&str> {
+    /// The same message with its names copied out of the frame.
+    pub fn into_owned(self) -> Message {
+        use alloc::string::ToString;
+        match self {
+            Message::Hello(m) => Message::Hello(m),
+            Message::Welcome(m) => Message::Welcome(m),
+            Message::Reject(m) => Message::Reject(m),
+            Message::Send(Send { to, ns, name }, p, f) => {
+                Message::Send(Send { to, ns: ns.to_string(), name: name.to_string() }, p, f)
+            }
+            Message::Deliver(Deliver { from, ns, name }, p, f) => {
+                Message::Deliver(Deliver { from, ns: ns.to_string(), name: name.to_string() }, p, f)
+            }
+            Message::Request(Request { id, to, ns, name, timeout_ms, callbacks }, p, f) => {
+                let (ns, name) = (ns.to_string(), name.to_string());
+                Message::Request(Request { id, to, ns, name, timeout_ms, callbacks }, p, f)
+            }
+            Message::Call(Call { id, from, ns, name, timeout_ms, callbacks }, p, f) => {
+                let (ns, name) = (ns.to_string(), name.to_string());
+                Message::Call(Call { id, from, ns, name, timeout_ms, callbacks }, p, f)
+            }
+            Message::Reply(m, p, f) => Message::Reply(m, p, f),
+            Message::Cancel(m) => Message::Cancel(m),
+            Message::Invoke(m, p, f) => Message::Invoke(m, p, f),
+            Message::Release(m) => Message::Release(m),
+            Message::Status(m) => Message::Status(m),
+            Message::Ping(m) => Message::Ping(m),
+            Message::Pong(m) => Message::Pong(m),
+            Message::Stop(m) => Message::Stop(m),
+            Message::Fatal(m) => Message::Fatal(m),
+            Message::Scale(m) => Message::Scale(m),
+        }
+    }
+}
+
+impl<'a> Message<&'a str> {
+    /// Parses a frame of kind `kind` whose body is `body` and that came
+    /// with `fds`. The message borrows its names from `body`. On error the
+    /// fds are returned beside the error, for release.
+    ///
+    /// ```
+    /// use mob_proto::frame::{Decoder, encode_frame, DEFAULT_MAX_BODY};
+    /// use mob_proto::wire::{Deliver, Kind, Message};
+    /// use mob_proto::Source;
+    ///
+    /// let meta = Deliver { from: Source::Kingpin, ns: "_", name: "hi" };
+    /// let bytes = encode_frame(Kind::Deliver as u8, &meta, b"payload", 0, DEFAULT_MAX_BODY).unwrap();
+    /// let mut dec = Decoder::new(DEFAULT_MAX_BODY);
+    /// dec.handle_read(&bytes, Vec::new());
+    /// let frame = dec.decode().unwrap().unwrap();
+    /// match Message::parse(frame.kind, &frame.body, frame.fds).unwrap() {
+    ///     Message::Deliver(d, payload, _) => assert_eq!((d.name, &payload[..]), ("hi", &b"payload"[..])),
+    ///     other => panic!("{other:?}"),
+    /// }
+    /// ```
+    pub fn parse(
+        byte: u8,
+        body: &'a Bytes,
+        fds: Vec<FdHandle>,
+    ) -> Result<Message<&'a str>, (DecodeError, Vec<FdHandle>)> {
         let Some(kind) = Kind::from_u8(byte) else {
             return Err((DecodeError::UnknownKind(byte), fds));
         };
@@ -410,36 +481,36 @@ impl Message {
         }
         let bad = |fds| (DecodeError::Malformed { kind: byte, reason: "body does not parse" }, fds);
         match kind {
-            Kind::Hello => whole(&body).map(Message::Hello).map_err(|_| bad(fds)),
-            Kind::Welcome => whole(&body).map(Message::Welcome).map_err(|_| bad(fds)),
-            Kind::Reject => whole(&body).map(Message::Reject).map_err(|_| bad(fds)),
-            Kind::Cancel => whole(&body).map(Message::Cancel).map_err(|_| bad(fds)),
-            Kind::Release => whole(&body).map(Message::Release).map_err(|_| bad(fds)),
-            Kind::Status => whole(&body).map(Message::Status).map_err(|_| bad(fds)),
-            Kind::Ping => whole(&body).map(Message::Ping).map_err(|_| bad(fds)),
-            Kind::Pong => whole(&body).map(Message::Pong).map_err(|_| bad(fds)),
-            Kind::Stop => whole(&body).map(Message::Stop).map_err(|_| bad(fds)),
-            Kind::Fatal => whole(&body).map(Message::Fatal).map_err(|_| bad(fds)),
-            Kind::Scale => whole(&body).map(Message::Scale).map_err(|_| bad(fds)),
-            Kind::Send => payload_msg(&body, fds, Message::Send).map_err(bad),
-            Kind::Deliver => payload_msg(&body, fds, Message::Deliver).map_err(bad),
-            Kind::Request => payload_msg(&body, fds, Message::Request).map_err(bad),
-            Kind::Call => payload_msg(&body, fds, Message::Call).map_err(bad),
-            Kind::Reply => payload_msg(&body, fds, Message::Reply).map_err(bad),
-            Kind::Invoke => payload_msg(&body, fds, Message::Invoke).map_err(bad),
+            Kind::Hello => whole(body).map(Message::Hello).map_err(|_| bad(fds)),
+            Kind::Welcome => whole(body).map(Message::Welcome).map_err(|_| bad(fds)),
+            Kind::Reject => whole(body).map(Message::Reject).map_err(|_| bad(fds)),
+            Kind::Cancel => whole(body).map(Message::Cancel).map_err(|_| bad(fds)),
+            Kind::Release => whole(body).map(Message::Release).map_err(|_| bad(fds)),
+            Kind::Status => whole(body).map(Message::Status).map_err(|_| bad(fds)),
+            Kind::Ping => whole(body).map(Message::Ping).map_err(|_| bad(fds)),
+            Kind::Pong => whole(body).map(Message::Pong).map_err(|_| bad(fds)),
+            Kind::Stop => whole(body).map(Message::Stop).map_err(|_| bad(fds)),
+            Kind::Fatal => whole(body).map(Message::Fatal).map_err(|_| bad(fds)),
+            Kind::Scale => whole(body).map(Message::Scale).map_err(|_| bad(fds)),
+            Kind::Send => payload_msg(body, fds, Message::Send).map_err(bad),
+            Kind::Deliver => payload_msg(body, fds, Message::Deliver).map_err(bad),
+            Kind::Request => payload_msg(body, fds, Message::Request).map_err(bad),
+            Kind::Call => payload_msg(body, fds, Message::Call).map_err(bad),
+            Kind::Reply => payload_msg(body, fds, Message::Reply).map_err(bad),
+            Kind::Invoke => payload_msg(body, fds, Message::Invoke).map_err(bad),
         }
     }
 }
 
 /// Parses a payload-carrying body into a message, or hands the fds back.
-fn payload_msg<T: for<'de> Deserialize<'de>>(
-    body: &Bytes,
+fn payload_msg<'a, T: Deserialize<'a>>(
+    body: &'a Bytes,
     fds: Vec<FdHandle>,
-    make: fn(T, Bytes, Vec<FdHandle>) -> Message,
-) -> Result<Message, Vec<FdHandle>> {
-    match with_payload(body) {
-        Ok((m, p)) => Ok(make(m, p, fds)),
-        Err(()) => Err(fds),
+    make: fn(T, Bytes, Vec<FdHandle>) -> Message<&'a str>,
+) -> Result<Message<&'a str>, Vec<FdHandle>> {
+    match postcard::take_from_bytes::<T>(body) {
+        Ok((m, rest)) => Ok(make(m, body.slice(body.len() - rest.len()..), fds)),
+        Err(_) => Err(fds),
     }
 }
 
@@ -451,9 +522,14 @@ fn whole<'de, T: Deserialize<'de>>(body: &'de [u8]) -> Result<T, ()> {
     }
 }
 
-/// A body that is a postcard value followed by the payload.
-fn with_payload<T: for<'de> Deserialize<'de>>(body: &Bytes) -> Result<(T, Bytes), ()> {
-    let (v, rest) = postcard::take_from_bytes::<T>(body).map_err(|_| ())?;
-    let payload = body.slice(body.len() - rest.len()..);
-    Ok((v, payload))
+/// Serializes an application value as a payload (postcard), into a vector
+/// sized for a typical small message so that it does not grow field by
+/// field.
+///
+/// ```
+/// let bytes = mob_proto::wire::encode_payload(&(1u8, "two")).unwrap();
+/// assert_eq!(postcard::from_bytes::<(u8, &str)>(&bytes).unwrap(), (1, "two"));
+/// ```
+pub fn encode_payload<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, postcard::Error> {
+    postcard::to_extend(value, Vec::with_capacity(128))
 }

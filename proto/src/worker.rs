@@ -3,8 +3,10 @@
 
 use crate::error::{CloseReason, RespondError, SendError};
 use crate::fd::FdHandle;
-use crate::frame::{DEFAULT_MAX_BODY, Decoder, OutBuf, Transmit};
+use crate::frame::{DEFAULT_MAX_BODY, Decoder, OutBuf, RawFrame, Transmit};
+use crate::hot;
 use crate::requester::{LateCounts, RequestError, Requester, millis};
+use crate::text::{Interner, Text};
 use crate::time::Instant;
 use crate::wire::{
     self, Call, Cancel, Deliver, Failure, Fatal, Hello, Invoke, Kind, Message, Release, Reply, Request, Scale, Send,
@@ -13,7 +15,7 @@ use crate::wire::{
 use alloc::collections::{BTreeSet, VecDeque};
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use core::time::Duration;
 
 /// Default request timeout before the kingpin's [`Welcome`] says otherwise.
@@ -42,9 +44,9 @@ pub enum WorkerEvent {
         /// Who sent it.
         from: Source,
         /// Its namespace.
-        ns: String,
+        ns: Text,
         /// Its name.
-        name: String,
+        name: Text,
         /// The application payload.
         payload: Bytes,
         /// fds that came with it; the application owns them now.
@@ -57,9 +59,9 @@ pub enum WorkerEvent {
         /// Who asked.
         from: Source,
         /// Its namespace.
-        ns: String,
+        ns: Text,
         /// Its name.
-        name: String,
+        name: Text,
         /// The application payload.
         payload: Bytes,
         /// fds that came with it.
@@ -160,6 +162,8 @@ pub struct Worker {
     incoming: BTreeSet<u64>,
     /// What this worker last said of its readiness.
     ready: bool,
+    /// Names of incoming messages, shared.
+    names: Interner,
 }
 
 impl Worker {
@@ -174,6 +178,7 @@ impl Worker {
             requests: Requester::new(DEFAULT_REQUEST_TIMEOUT),
             incoming: BTreeSet::new(),
             ready: true,
+            names: Interner::new(),
             config,
         };
         let hello = Hello {
@@ -300,7 +305,7 @@ impl Worker {
         payload: &[u8],
         fds: Vec<FdHandle>,
     ) -> Result<(), SendError> {
-        let meta = Send { to, ns: ns.to_string(), name: name.to_string() };
+        let meta = Send { to, ns, name };
         self.push(Kind::Send, &meta, payload, fds)
     }
 
@@ -324,7 +329,7 @@ impl Worker {
     ) -> Result<(u64, Vec<u64>), SendError> {
         let (id, deadline, cbs) = self.requests.open(now, timeout, callbacks);
         let timeout_ms = millis(deadline.saturating_duration_since(now));
-        let meta = Request { id, to, ns: ns.to_string(), name: name.to_string(), timeout_ms, callbacks: cbs.clone() };
+        let meta = Request { id, to, ns, name, timeout_ms, callbacks: &cbs[..] };
         match self.push(Kind::Request, &meta, payload, fds) {
             Ok(()) => Ok((id, cbs)),
             Err(e) => {
@@ -431,7 +436,11 @@ impl Worker {
                 Ok(None) => return,
                 Err(e) => return self.close(CloseReason::Decode(e)),
             };
-            match Message::parse(frame) {
+            let frame = match self.fast_path(frame) {
+                Ok(()) => continue,
+                Err(frame) => frame,
+            };
+            match Message::parse(frame.kind, &frame.body, frame.fds) {
                 Ok(msg) => self.on_message(msg),
                 Err((e, fds)) => {
                     self.release(fds);
@@ -441,7 +450,40 @@ impl Worker {
         }
     }
 
-    fn on_message(&mut self, msg: Message) {
+    /// The frames a busy worker gets most (deliveries and calls), decoded
+    /// by hand and their names interned straight from the bytes. Anything
+    /// else, or anything unusual, goes back for [`Message::parse`].
+    fn fast_path(&mut self, frame: RawFrame) -> Result<(), RawFrame> {
+        if self.state != State::Running {
+            return Err(frame);
+        }
+        if frame.kind == Kind::Deliver as u8 {
+            let Some(d) = hot::deliver(&frame.body) else { return Err(frame) };
+            let (Some(ns), Some(name)) = (self.names.intern_bytes(d.ns), self.names.intern_bytes(d.name)) else {
+                return Err(frame);
+            };
+            let (from, at) = (d.from, d.payload_at);
+            let RawFrame { mut body, fds, .. } = frame;
+            body.advance(at); // the payload: the same bytes, no new reference
+            self.event(WorkerEvent::Message { from, ns, name, payload: body, fds });
+            return Ok(());
+        }
+        if frame.kind == Kind::Call as u8 {
+            let Some(c) = hot::call(&frame.body) else { return Err(frame) };
+            let (Some(ns), Some(name)) = (self.names.intern_bytes(c.ns), self.names.intern_bytes(c.name)) else {
+                return Err(frame);
+            };
+            let (call, from, callbacks, at) = (c.id, c.from, c.callbacks, c.payload_at);
+            let RawFrame { body: mut payload, fds, .. } = frame;
+            payload.advance(at);
+            self.incoming.insert(call);
+            self.event(WorkerEvent::Request { call, from, ns, name, payload, fds, callbacks });
+            return Ok(());
+        }
+        Err(frame)
+    }
+
+    fn on_message(&mut self, msg: Message<&str>) {
         match (self.state, msg) {
             (State::Handshaking, Message::Welcome(w)) => {
                 if w.version != wire::PROTOCOL_VERSION {
@@ -460,10 +502,12 @@ impl Worker {
                 self.close(CloseReason::Rejected { kingpin_version: r.version, reason: r.reason });
             }
             (State::Running, Message::Deliver(Deliver { from, ns, name }, payload, fds)) => {
+                let (ns, name) = (self.names.intern(ns), self.names.intern(name));
                 self.event(WorkerEvent::Message { from, ns, name, payload, fds });
             }
             (State::Running, Message::Call(Call { id, from, ns, name, callbacks, .. }, payload, fds)) => {
                 self.incoming.insert(id);
+                let (ns, name) = (self.names.intern(ns), self.names.intern(name));
                 self.event(WorkerEvent::Request { call: id, from, ns, name, payload, fds, callbacks });
             }
             (State::Running, Message::Cancel(Cancel { id })) => {

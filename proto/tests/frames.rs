@@ -319,7 +319,7 @@ proptest! {
         while let Some((bytes, fds)) = pipe.read(rsize.next(pipe.len().max(1))) {
             dec.handle_read(&bytes, fds);
             while let Some(frame) = dec.decode().expect("a well-formed stream decodes") {
-                got.push(Message::parse(frame).map_err(|(e, _)| e).expect("frame parses"));
+                got.push(Message::parse_owned(frame).map_err(|(e, _)| e).expect("frame parses"));
             }
         }
         dec.handle_eof();
@@ -351,7 +351,7 @@ fn max_fds_one_byte_at_a_time() {
         frames.extend(dec.decode().unwrap());
     }
     assert_eq!(frames.len(), 1);
-    let m = Message::parse(frames.pop().unwrap()).unwrap();
+    let m = Message::parse_owned(frames.pop().unwrap()).unwrap();
     assert_eq!(m, spec.expected(&fds));
 }
 
@@ -451,7 +451,7 @@ fn unexpected_fds_when_no_frame_claims_them() {
 #[test]
 fn unknown_kind_is_refused_by_parse_with_the_fds_back() {
     let f = decode_one(&frame(99, b"whatever", 2), vec![h(1), h(2)]).unwrap().unwrap();
-    let (e, fds) = Message::parse(f).unwrap_err();
+    let (e, fds) = Message::parse_owned(f).unwrap_err();
     assert_eq!(e, DecodeError::UnknownKind(99));
     assert_eq!(raws(fds), vec![1, 2]);
 }
@@ -459,7 +459,7 @@ fn unknown_kind_is_refused_by_parse_with_the_fds_back() {
 fn parse_err(kind: u8, body: &[u8], fds: Vec<FdHandle>) -> (DecodeError, Vec<u64>) {
     let n = fds.len() as u8;
     let f = decode_one(&frame(kind, body, n), fds).unwrap().unwrap();
-    let (e, fds) = Message::parse(f).unwrap_err();
+    let (e, fds) = Message::parse_owned(f).unwrap_err();
     (e, raws(fds))
 }
 
@@ -469,8 +469,7 @@ const BAD_BODY: &str = "body does not parse";
 fn malformed_when_a_body_does_not_parse() {
     // Each kind, with a body cut short.
     let hello = postcard::to_allocvec(&hello()).unwrap();
-    let send =
-        postcard::to_allocvec(&Send { to: Target::Role("back".into()), ns: "_".into(), name: "n".into() }).unwrap();
+    let send = postcard::to_allocvec(&Send { to: Target::Role("back".into()), ns: "_", name: "n" }).unwrap();
     for (kind, body) in [
         (Kind::Hello, &hello[..hello.len() - 1]),
         (Kind::Welcome, &[1][..]),
@@ -492,7 +491,7 @@ fn malformed_when_bytes_trail_a_hello() {
     let mut body = postcard::to_allocvec(&hello()).unwrap();
     // Exactly the Hello parses...
     let f = decode_one(&frame(Kind::Hello as u8, &body, 0), Vec::new()).unwrap().unwrap();
-    assert_eq!(Message::parse(f).unwrap(), Message::Hello(hello()));
+    assert_eq!(Message::parse_owned(f).unwrap(), Message::Hello(hello()));
     // ...one more byte does not.
     body.push(0);
     assert_eq!(
@@ -528,7 +527,7 @@ fn malformed_when_fds_ride_on_a_kind_that_carries_none() {
         assert!(!KINDS.contains(&(kind, true)));
         // Without fds the body parses...
         let f = decode_one(&frame(kind as u8, &body, 0), Vec::new()).unwrap().unwrap();
-        assert!(Message::parse(f).is_ok(), "{kind:?}");
+        assert!(Message::parse_owned(f).is_ok(), "{kind:?}");
         // ...with them it does not, and they come back in order.
         let (e, fds) = parse_err(kind as u8, &body, vec![h(7), h(8)]);
         assert_eq!(e, DecodeError::Malformed { kind: kind as u8, reason: "this kind carries no fds" }, "{kind:?}");
@@ -609,7 +608,7 @@ fn drain(
             Ok(Some(frame)) => {
                 prop_assert!(frame.fds.len() <= MAX_FDS_PER_FRAME);
                 prop_assert!(frame.body.len() <= max_body as usize);
-                match Message::parse(frame) {
+                match Message::parse_owned(frame) {
                     Ok(Message::Send(_, _, fds) | Message::Deliver(_, _, fds)) => {
                         back.extend(raws(fds));
                     }

@@ -1760,7 +1760,7 @@ fn a_worker_that_never_reads_gets_backpressure_while_others_keep_receiving() {
     sim.block_writes(l0, true);
 
     let payload = [7u8; 200];
-    let meta = Deliver { from: Source::Kingpin, ns: NS.into(), name: "fill".into() };
+    let meta = Deliver { from: Source::Kingpin, ns: NS, name: "fill" };
     let frame = wire_frame(Kind::Deliver, &meta, &payload, 0).len();
     let mut accepted = 0;
     loop {
@@ -1879,7 +1879,7 @@ fn the_early_queue_never_holds_more_than_its_limit() {
     config.early_queue_limit = LIMIT;
     let mut sim = held(config);
     // Two payloads fit the limit; two frames do not.
-    let meta = Deliver { from: Source::Kingpin, ns: NS.into(), name: "m".into() };
+    let meta = Deliver { from: Source::Kingpin, ns: NS, name: "m" };
     let overhead = wire_frame(Kind::Deliver, &meta, &[], 0).len();
     let payload = vec![0u8; (LIMIT - overhead) / 2];
     assert!(2 * (payload.len() + overhead) > LIMIT);

@@ -25,7 +25,7 @@ fn written(w: &mut Worker) -> Vec<Message> {
         let fds = w.handle_transmitted(bytes.len());
         dec.handle_read(&bytes, fds);
     }
-    std::iter::from_fn(|| dec.decode().unwrap()).map(|f| Message::parse(f).unwrap()).collect()
+    std::iter::from_fn(|| dec.decode().unwrap()).map(|f| Message::parse_owned(f).unwrap()).collect()
 }
 
 fn welcome(version: u16, max_body: u32) -> Welcome {

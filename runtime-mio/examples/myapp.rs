@@ -12,6 +12,10 @@
 //! With `MYAPP_MODE=distributed` the kingpin accepts each connection itself
 //! and hands it to the least loaded front worker instead.
 //!
+//! Socket-activated (a `.socket` unit with `FileDescriptorName=web`, or
+//! `systemd-socket-activate -l 127.0.0.1:1337 --fdname=web myapp`), the
+//! kingpin takes the socket systemd passed instead of binding one.
+//!
 //! The HTTP side is a few lines of std on purpose: mob hands the worker a
 //! plain `std::net::TcpListener`, so a real application can give it to the
 //! server library it already uses (hyper, axum, tiny_http...) instead, and
@@ -91,7 +95,7 @@ fn main() -> std::process::ExitCode {
         .role("front", 2, http_server)
         .listen(
             "front",
-            ListenAddr::Tcp(addr),
+            ListenAddr::systemd_or("web", ListenAddr::Tcp(addr)),
             if distributed() { ListenMode::Distributed } else { ListenMode::Shared },
         )
         .on_start(|kingpin| {

@@ -6,6 +6,7 @@ use mob_proto::KingpinConfig;
 use mob_sys::listen::{ListenAddr, ListenMode};
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
+use std::path::Path;
 use std::process::ExitCode;
 
 /// A mob application: its name, its roles and what each runs (see
@@ -52,11 +53,21 @@ impl mob_app::Runtime for Kingpin {
         Kingpin::on_event(self, handler)
     }
 
+    fn prefix_output(&mut self, on: bool) {
+        Kingpin::prefix_output(self, on)
+    }
+
     fn run(self) -> Result<ExitCode, Error> {
         Kingpin::run(self)
     }
 
     fn mobster(env: WorkerEnv, channel: OwnedFd) -> Result<Mobster, Error> {
         Mobster::new(env, channel)
+    }
+}
+
+impl mob_app::ControlSocket for Kingpin {
+    fn control_socket(&mut self, path: &Path) -> Result<(), Error> {
+        Kingpin::control_socket(self, path)
     }
 }

@@ -8,6 +8,7 @@ use mio::net::UnixStream;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 use mob_app::RequestSpec as Spec;
+use mob_app::kingpin::Systemd;
 use mob_app::kingpin::{RoleListener, Translated};
 use mob_app::{CallbackFn, Clock, Completions, Done, JobDone, JobQueue, JobSpec, RequestLoop};
 use mob_proto::frame::Transmit;
@@ -53,12 +54,25 @@ pub struct Kingpin {
     tx: Arc<LoopTx>,
     buf: Vec<u8>,
     stopping: bool,
+    /// `sd_notify`, when a service manager listens.
+    systemd: Option<Systemd>,
+    /// Whether every child is reaped here, orphans included.
+    orphans: bool,
+    /// Workers' stdout and stderr, prefixed; `None`: inherited as they are.
+    output: Option<crate::output::Output>,
+    /// The control socket, if one was opened.
+    control: Option<crate::control::Control>,
 }
 
 impl Kingpin {
     /// A kingpin for `config`, starting each role as `launch` says (roles
     /// missing from it are re-executions of this program).
     pub fn new(config: KingpinConfig, launch: HashMap<String, Launch>) -> Result<Kingpin, Error> {
+        // What systemd passed (sockets, the notification socket) is taken
+        // first, and its variables unset, so that no worker inherits it.
+        mob_sys::activation::init().map_err(std::io::Error::from)?;
+        let clock = Clock::new();
+        let systemd = Systemd::from_env(clock.now())?;
         let signals = SignalPipe::install(&[Signal::SIGCHLD, Signal::SIGINT, Signal::SIGTERM])?;
         let poll = Poll::new()?;
         poll.registry().register(&mut SourceFd(&signals.as_raw_fd()), SIGNALS, Interest::READABLE)?;
@@ -66,6 +80,7 @@ impl Kingpin {
         let (tx, rx) = channel();
         let tx = LoopTx::new(tx, waker);
         mob_sys::process::set_name(&config.app);
+        let output = Some(crate::output::Output::open(poll.registry()));
         Ok(Kingpin {
             proto: mob_proto::Kingpin::new(config),
             poll,
@@ -73,7 +88,7 @@ impl Kingpin {
             children: HashMap::new(),
             fds: FdTable::new(),
             signals,
-            clock: Clock::new(),
+            clock,
             launch,
             on_event: None,
             on_signal: None,
@@ -86,6 +101,10 @@ impl Kingpin {
             tx,
             buf: vec![0; READ_BUF],
             stopping: false,
+            systemd,
+            orphans: mob_sys::reap::receives_orphans(),
+            output,
+            control: None,
         })
     }
 
@@ -93,6 +112,29 @@ impl Kingpin {
     /// (send, stop).
     pub fn on_event(&mut self, handler: impl FnMut(&mut Kingpin, Event) + 'static) {
         self.on_event = Some(Box::new(handler));
+    }
+
+    /// Whether workers' stdout and stderr reach the kingpin's line by line,
+    /// each line prefixed with `[role#slot pid] ` (the default), or are the
+    /// kingpin's own, inherited as they are. Applies to workers spawned
+    /// from now on. See `mob_proto::lines` for what happens to partial
+    /// lines, binary output and fast writers.
+    pub fn prefix_output(&mut self, on: bool) {
+        if on != self.output.is_some() {
+            self.output = on.then(|| crate::output::Output::open(self.poll.registry()));
+        }
+    }
+
+    /// Opens the control socket at `path`: a Unix socket only this user can
+    /// use (mode 0600, and every connection's user checked with
+    /// `SO_PEERCRED`; others are refused and logged), which the `mob`
+    /// command uses for `status`, `resize`, `reload`, `stop` and `kill`
+    /// (`SPEC.md` section 16). A stale socket left at `path` is replaced; the
+    /// socket is removed when the kingpin exits.
+    pub fn control_socket(&mut self, path: impl AsRef<std::path::Path>) -> Result<(), Error> {
+        let control = crate::control::Control::bind(path.as_ref(), self.poll.registry(), self.clock.now())?;
+        self.control = Some(control);
+        Ok(())
     }
 
     /// Every worker that has a link, with its phase.
@@ -103,7 +145,7 @@ impl Kingpin {
     /// Sends `value` (postcard-encoded) as message `name` in the default
     /// namespace.
     pub fn send<T: Serialize + ?Sized>(&mut self, to: Target, name: &str, value: &T) -> Result<(), Error> {
-        let payload = postcard::to_allocvec(value)?;
+        let payload = mob_proto::wire::encode_payload(value)?;
         self.send_raw(to, DEFAULT_NAMESPACE, name, &payload, Vec::new())
     }
 
@@ -128,7 +170,7 @@ impl Kingpin {
         payload: &[u8],
         fds: Vec<OwnedFd>,
     ) -> Result<(), Error> {
-        let handles = fds.into_iter().map(|fd| self.fds.insert(fd)).collect();
+        let handles = if fds.is_empty() { Vec::new() } else { fds.into_iter().map(|fd| self.fds.insert(fd)).collect() };
         Ok(self.proto.send(to, ns, name, payload, handles)?)
     }
 
@@ -140,7 +182,7 @@ impl Kingpin {
         name: &str,
         value: &T,
     ) -> Result<RequestBuilder<'_, Kingpin>, Error> {
-        let payload = postcard::to_allocvec(value)?;
+        let payload = mob_proto::wire::encode_payload(value)?;
         Ok(RequestBuilder::new(self, to, name, payload))
     }
 
@@ -244,8 +286,20 @@ impl Kingpin {
     /// it waits until a worker of the role is ready, then goes to the ready
     /// worker with the fewest jobs in flight.
     pub fn enqueue<T: Serialize + ?Sized>(&mut self, role: &str, value: &T) -> Result<JobBuilder<'_>, Error> {
-        let payload = postcard::to_allocvec(value)?;
+        let payload = mob_proto::wire::encode_payload(value)?;
         Ok(JobBuilder::new(self, role, payload))
+    }
+
+    /// Makes the kingpin a child subreaper and reaps every process it
+    /// inherits, as it does anyway when it is PID 1: a worker's orphaned
+    /// children (daemons it started, double forks) become the kingpin's and
+    /// are reaped as they end ([`Event::OrphanReaped`]) instead of lingering
+    /// as zombies. Children the application starts in the kingpin process
+    /// by other means are reaped here too, so their own `wait` fails.
+    pub fn reap_orphans(&mut self) -> Result<(), Error> {
+        mob_sys::reap::become_subreaper()?;
+        self.orphans = true;
+        Ok(())
     }
 
     /// Runs until [`Kingpin::stop`], SIGINT or SIGTERM.
@@ -253,6 +307,8 @@ impl Kingpin {
         let mut events = Events::with_capacity(256);
         loop {
             self.pump();
+            let now = self.clock.now();
+            let notify_at = self.systemd.as_mut().and_then(|s| s.tick(&self.proto, now));
             if self.stopping {
                 self.proto.shutdown(false, self.clock.now());
                 self.stopping = false;
@@ -261,7 +317,9 @@ impl Kingpin {
             if self.exit.is_some() {
                 break;
             }
-            let timeout = self.proto.poll_timeout().map(|t| self.clock.until(t));
+            let due = self.proto.poll_timeout();
+            let next = due.into_iter().chain(notify_at).min();
+            let timeout = next.map(|t| self.clock.until(t));
             if let Err(e) = self.poll.poll(&mut events, timeout)
                 && e.kind() != std::io::ErrorKind::Interrupted
             {
@@ -273,6 +331,18 @@ impl Kingpin {
                     continue;
                 }
                 if event.token() == WAKER {
+                    continue;
+                }
+                if crate::control::owns(event.token()) {
+                    if let Some(control) = &mut self.control {
+                        control.ready(self.poll.registry(), event.token(), &mut self.proto, self.clock.now());
+                    }
+                    continue;
+                }
+                if crate::output::owns(event.token()) {
+                    if let Some(output) = &mut self.output {
+                        output.ready(self.poll.registry(), event.token());
+                    }
                     continue;
                 }
                 if event.token().0 > usize::MAX - 64 {
@@ -287,9 +357,20 @@ impl Kingpin {
                     self.write(link);
                 }
             }
-            self.proto.handle_timeout(self.clock.now());
+            // Only when something was due: a deadline set during this turn
+            // is seen by the next `poll_timeout`.
+            let now = self.clock.now();
+            if due.is_some_and(|t| t <= now) {
+                self.proto.handle_timeout(now);
+            }
         }
         self.kill_remaining();
+        if let Some(output) = &mut self.output {
+            output.finish(self.poll.registry());
+        }
+        if let Some(mut control) = self.control.take() {
+            control.close_all(self.poll.registry());
+        }
         Ok(if self.exit == Some(true) { ExitCode::SUCCESS } else { ExitCode::FAILURE })
     }
 
@@ -312,13 +393,22 @@ impl Kingpin {
     }
 
     /// Reaps every child that has ended, reading what its link still holds
-    /// first so its last messages are not lost.
+    /// first so its last messages are not lost. When orphans come to us too,
+    /// one `waitpid(-1)` loop reaps everything and sorts workers from
+    /// orphans, so no worker's status is lost to a second waiter.
     fn reap(&mut self) {
-        for (pid, status) in mob_app::kingpin::reap(&mut self.children) {
+        let reaped = mob_app::kingpin::reap(&mut self.children, self.orphans);
+        for (pid, status) in reaped.workers {
             if let Some(link) = self.link_of(pid) {
                 self.read(link);
             }
             self.proto.handle_exited(pid, status, self.clock.now());
+        }
+        for event in reaped.orphans {
+            if let Some(mut handler) = self.on_event.take() {
+                handler(self, event);
+                self.on_event.get_or_insert(handler);
+            }
         }
     }
 
@@ -358,6 +448,10 @@ impl Kingpin {
             }
         }
         if let WriteEnd::Failed = end {
+            // The peer is gone (EPIPE): what it wrote before it went is still
+            // in the socket, and its last messages must not be lost to the
+            // write that found it gone.
+            self.read(link);
             self.proto.handle_link_error(link, "write error", self.clock.now());
         }
     }
@@ -459,7 +553,10 @@ impl Kingpin {
     fn spawn(&mut self, spawn: Spawn) {
         let now = self.clock.now();
         match self.start_process(&spawn) {
-            Ok((child, mut sock)) => {
+            Ok((child, mut sock, pending)) => {
+                if let (Some(output), Some(pending)) = (&mut self.output, pending) {
+                    output.attach(self.poll.registry(), pending, &spawn.role, spawn.slot, child.id());
+                }
                 let token = Token(spawn.link.as_u64() as usize + FIRST_LINK);
                 if self.poll.registry().register(&mut sock, token, Interest::READABLE).is_err() {
                     let _ = mob_sys::process::kill(child.id());
@@ -469,15 +566,21 @@ impl Kingpin {
                 self.links.insert(spawn.link, LinkSock { sock, write_interest: false });
                 self.proto.handle_spawned(spawn.link, pid, now);
             }
-            Err(_) => self.proto.handle_spawn_failed(spawn.link, now),
+            Err(e) => {
+                log::warn!("cannot start a worker for {}#{}: {e}", spawn.role, spawn.slot);
+                self.proto.handle_spawn_failed(spawn.link, now)
+            }
         }
     }
 
-    fn start_process(&self, spawn: &Spawn) -> Result<(Child, UnixStream), Error> {
-        let (child, ours) = mob_app::kingpin::start_worker(&self.launch, &self.proto.config().app, spawn)?;
+    #[allow(clippy::type_complexity)]
+    fn start_process(&self, spawn: &Spawn) -> Result<(Child, UnixStream, Option<crate::output::Pending>), Error> {
+        let output = self.output.as_ref().map(|o| o.stdio());
+        let (child, ours, pending) =
+            mob_app::kingpin::start_worker(&self.launch, &self.proto.config().app, spawn, output)?;
         mob_sys::channel::set_nonblocking(&ours, true)?;
         let sock = UnixStream::from_std(std::os::unix::net::UnixStream::from(ours));
-        Ok((child, sock))
+        Ok((child, sock, pending))
     }
 
     /// Kills every worker still running and waits for each.

@@ -39,12 +39,14 @@
 //! notices.
 
 mod app;
+mod control;
 mod handlers;
 mod kingpin;
 mod link;
 use mob_sys::listen;
 mod loop_tx;
 mod mobster;
+mod output;
 
 pub use app::{App, Entry};
 pub use kingpin::{JobBuilder, Kingpin};
@@ -55,7 +57,7 @@ pub use mob_app::{
 };
 pub use mob_proto::{
     Backoff, CloseReason, ExitStatus, Intensity, KingpinConfig, OnRoleFailure, Phase, RequestError, Restart, RoleSpec,
-    SendError, Source, Target, WorkerHealth, WorkerInfo, WorkerState,
+    SendError, Source, Target, Text, WorkerHealth, WorkerInfo, WorkerState,
 };
 pub use mobster::{Mobster, Proxy, StopDone};
 

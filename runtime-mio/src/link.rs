@@ -21,6 +21,34 @@ pub(crate) enum ReadEnd {
     Failed(&'static str),
 }
 
+/// What one read brought.
+pub(crate) enum ReadStep {
+    /// `n` bytes (at the start of the buffer) and these fds. `more`: the
+    /// socket may hold more (the read filled the buffer, or stopped at fds).
+    Data { n: usize, fds: Vec<FdHandle>, more: bool },
+    /// Nothing more for now, the stream ended, or the link failed.
+    End(ReadEnd),
+}
+
+/// One read: bytes into `buf`, fds registered in `fds`.
+pub(crate) fn read_once(sock: &impl AsRawFd, buf: &mut [u8], fds: &mut FdTable<OwnedFd>) -> ReadStep {
+    let mut received = Vec::new();
+    match recv_with_fds(sock, buf, &mut received) {
+        Ok(0) => ReadStep::End(ReadEnd::Eof),
+        Ok(n) => {
+            // A short read that brought no fds emptied the socket: save the
+            // read that would only say "would block". (A read stops early at
+            // fds, so after one we must read on.)
+            let more = n == buf.len() || !received.is_empty();
+            let fds = received.into_iter().map(|fd| fds.insert(fd)).collect();
+            ReadStep::Data { n, fds, more }
+        }
+        Err(RecvError::Io(e)) if e.kind() == ErrorKind::WouldBlock => ReadStep::End(ReadEnd::Drained),
+        Err(RecvError::Io(_)) => ReadStep::End(ReadEnd::Failed("read error")),
+        Err(RecvError::ControlTruncated) => ReadStep::End(ReadEnd::Failed("control data truncated (fds lost)")),
+    }
+}
+
 /// Reads until the socket would block, handing each read's bytes and fds
 /// (registered in `fds`) to `feed`. `feed` returns false to stop early (the
 /// link was closed by proto).
@@ -30,31 +58,14 @@ pub(crate) fn read_link(
     fds: &mut FdTable<OwnedFd>,
     mut feed: impl FnMut(&[u8], Vec<FdHandle>) -> bool,
 ) -> ReadEnd {
-    let mut received = Vec::new();
     loop {
-        match recv_with_fds(sock, buf, &mut received) {
-            Ok(0) => {
-                drop(received.drain(..));
-                return ReadEnd::Eof;
-            }
-            Ok(n) => {
-                let had_fds = !received.is_empty();
-                let handles = received.drain(..).map(|fd| fds.insert(fd)).collect();
-                if !feed(&buf[..n], handles) {
-                    return ReadEnd::Drained;
-                }
-                // A short read that brought no fds emptied the socket: save
-                // the read that would only say "would block". (A read stops
-                // early at fds, so after one we must read on.)
-                if n < buf.len() && !had_fds {
+        match read_once(sock, buf, fds) {
+            ReadStep::Data { n, fds, more } => {
+                if !feed(&buf[..n], fds) || !more {
                     return ReadEnd::Drained;
                 }
             }
-            Err(RecvError::Io(e)) if e.kind() == ErrorKind::WouldBlock => return ReadEnd::Drained,
-            Err(RecvError::Io(_)) => return ReadEnd::Failed("read error"),
-            Err(RecvError::ControlTruncated) => {
-                return ReadEnd::Failed("control data truncated (fds lost)");
-            }
+            ReadStep::End(end) => return end,
         }
     }
 }

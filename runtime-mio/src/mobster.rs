@@ -1,7 +1,7 @@
 //! The worker side: a *mobster* connected to its kingpin.
 
 use crate::handlers::Handlers;
-use crate::link::{Outgoing, READ_BUF, ReadEnd, WriteEnd, read_link, write_link};
+use crate::link::{Outgoing, READ_BUF, ReadEnd, ReadStep, WriteEnd, read_once, write_link};
 use crate::listen::{LISTEN_CONNECTION, LISTEN_LISTENER, LISTEN_NAMESPACE, Listener};
 use crate::loop_tx::{Command, LoopTx};
 use crate::{Error, Handle, Message, RequestBuilder, WorkerEnv};
@@ -51,7 +51,7 @@ impl Proxy {
         name: &str,
         args: &T,
     ) -> Result<RequestBuilder<'a, Mobster>, Error> {
-        let payload = postcard::to_allocvec(args)?;
+        let payload = mob_proto::wire::encode_payload(args)?;
         Ok(RequestBuilder::new(mob, Target::Any(self.role.clone()), name, payload).ns(RPC_NAMESPACE))
     }
 
@@ -325,7 +325,7 @@ impl Mobster {
     /// Sends `value` (postcard-encoded) as message `name` in the default
     /// namespace.
     pub fn send<T: Serialize + ?Sized>(&mut self, to: Target, name: &str, value: &T) -> Result<(), Error> {
-        let payload = postcard::to_allocvec(value)?;
+        let payload = mob_proto::wire::encode_payload(value)?;
         self.send_raw(to, DEFAULT_NAMESPACE, name, &payload, Vec::new())
     }
 
@@ -354,7 +354,7 @@ impl Mobster {
         name: &str,
         value: &T,
     ) -> Result<RequestBuilder<'_, Mobster>, Error> {
-        let payload = postcard::to_allocvec(value)?;
+        let payload = mob_proto::wire::encode_payload(value)?;
         Ok(RequestBuilder::new(self, to, name, payload))
     }
 
@@ -439,21 +439,36 @@ impl Mobster {
                 }
             }
             self.events = events;
-            self.proto.handle_timeout(self.clock.now());
+            let now = self.clock.now();
+            if self.proto.poll_timeout().is_some_and(|t| t <= now) {
+                self.proto.handle_timeout(now);
+            }
         }
         Ok(true)
     }
 
+    /// Reads until the socket would block, running the handlers of each
+    /// read's frames before the next read (so that the read buffer and the
+    /// frames' shared bytes are free again, and memory stays flat).
     fn read(&mut self) {
-        let Mobster { sock, buf, fds, proto, .. } = self;
-        let end = read_link(sock, buf, fds, |bytes, handles| {
-            proto.handle_read(bytes, handles);
-            !proto.is_closed()
-        });
-        match end {
-            ReadEnd::Drained => {}
-            ReadEnd::Eof => self.proto.handle_eof(),
-            ReadEnd::Failed(what) => self.proto.handle_link_error(what),
+        loop {
+            let end = match read_once(&self.sock, &mut self.buf, &mut self.fds) {
+                ReadStep::Data { n, fds, more } => {
+                    self.proto.handle_read(&self.buf[..n], fds);
+                    self.pump();
+                    if more && !self.proto.is_closed() && !self.stop {
+                        continue;
+                    }
+                    return;
+                }
+                ReadStep::End(end) => end,
+            };
+            match end {
+                ReadEnd::Drained => {}
+                ReadEnd::Eof => self.proto.handle_eof(),
+                ReadEnd::Failed(what) => self.proto.handle_link_error(what),
+            }
+            return;
         }
     }
 
@@ -558,6 +573,9 @@ impl Mobster {
     }
 
     fn take_fds(&mut self, handles: Vec<FdHandle>) -> Vec<OwnedFd> {
+        if handles.is_empty() {
+            return Vec::new();
+        }
         handles.into_iter().filter_map(|h| self.fds.take(h)).collect()
     }
 
@@ -566,7 +584,7 @@ impl Mobster {
             self.listener = msg.fds.pop();
             return;
         }
-        if let Some(h) = self.messages.get(&msg.ns, &msg.name) {
+        if let Some(h) = self.messages.get_text(&msg.ns, &msg.name) {
             self.guard(|mob| (h.borrow_mut())(mob, msg));
         } else if let Some(mut h) = self.fallback.take() {
             self.guard(|mob| h(mob, msg));
@@ -583,7 +601,9 @@ impl Mobster {
             while let Some(cmd) = self.tx.next(&self.rx) {
                 self.command(cmd);
             }
-            self.write();
+            if self.proto.queued_bytes() > 0 {
+                self.write();
+            }
         }
         if let Err(panic) = result {
             let message = match (panic.downcast_ref::<&str>(), panic.downcast_ref::<String>()) {
@@ -606,7 +626,7 @@ impl Mobster {
     }
 
     fn dispatch_request(&mut self, req: Request<Source>) {
-        if let Some(h) = self.requests.get(&req.ns, &req.name) {
+        if let Some(h) = self.requests.get_text(&req.ns, &req.name) {
             self.guard(|mob| (h.borrow_mut())(mob, req));
         } else {
             let known_ns = self.requests.has_ns(&req.ns);

@@ -10,6 +10,10 @@
 //! connection and hands it to the least loaded front worker, which receives
 //! it as `Incoming::Connection`.
 //!
+//! Socket-activated (a `.socket` unit with `FileDescriptorName=web`, or
+//! `systemd-socket-activate -l 127.0.0.1:1337 --fdname=web myapp`), the
+//! kingpin takes the socket systemd passed instead of binding one.
+//!
 //! Run: `cargo run --example myapp -p mob-std`, then `curl 127.0.0.1:1337`.
 
 use mob_std::{App, Error, Event, Incoming, ListenAddr, ListenMode, Listener, Mobster};
@@ -93,7 +97,7 @@ fn main() -> std::process::ExitCode {
     App::new("myapp")
         .role("back", 4, background_worker)
         .role("front", 2, http_server)
-        .listen("front", ListenAddr::Tcp(addr), mode)
+        .listen("front", ListenAddr::systemd_or("web", ListenAddr::Tcp(addr)), mode)
         .on_start(|kingpin| {
             if let Some(addr) = kingpin.local_addr("front") {
                 println!("Kingpin {}: myapp listening on http://{addr}/", std::process::id());

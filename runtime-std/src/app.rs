@@ -54,6 +54,10 @@ impl mob_app::Runtime for Kingpin {
         Kingpin::on_event(self, handler)
     }
 
+    fn prefix_output(&mut self, on: bool) {
+        Kingpin::prefix_output(self, on)
+    }
+
     fn run(self) -> Result<ExitCode, Error> {
         Kingpin::run(self)
     }

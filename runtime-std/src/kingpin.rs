@@ -13,6 +13,7 @@
 use crate::link::{Credit, LinkIo, Msg, ReadEnd, Writes};
 use crate::loop_tx::{Command, LoopTx};
 use crate::{Error, Event, Handle, JobOutcome, Launch, Outcome};
+use mob_app::kingpin::Systemd;
 use mob_app::kingpin::{RoleListener, Translated};
 use mob_app::{CallbackFn, Clock, Completions, Done, JobDone, JobQueue, JobSpec, RequestLoop, RequestSpec};
 use mob_app::{WaitJobs, WaitLoop};
@@ -127,6 +128,12 @@ pub struct Kingpin {
     listeners: Vec<RoleListener>,
     rx: Receiver<Msg>,
     tx: Arc<LoopTx>,
+    /// `sd_notify`, when a service manager listens.
+    systemd: Option<Systemd>,
+    /// Whether every child is reaped here, orphans included.
+    orphans: bool,
+    /// Workers' stdout and stderr, prefixed; `None`: inherited as they are.
+    output: Option<crate::output::Output>,
 }
 
 impl Kingpin {
@@ -134,6 +141,11 @@ impl Kingpin {
     /// missing from it are re-executions of this program). Installs the
     /// handlers of SIGCHLD, SIGINT and SIGTERM (one kingpin per process).
     pub fn new(config: KingpinConfig, launch: HashMap<String, Launch>) -> Result<Kingpin, Error> {
+        // What systemd passed (sockets, the notification socket) is taken
+        // first, and its variables unset, so that no worker inherits it.
+        mob_sys::activation::init().map_err(std::io::Error::from)?;
+        let clock = Clock::new();
+        let systemd = Systemd::from_env(clock.now())?;
         let signals = SignalPipe::install(&[Signal::SIGCHLD, Signal::SIGINT, Signal::SIGTERM])?;
         let (tx, rx) = channel();
         let signal_tx = tx.clone();
@@ -163,7 +175,7 @@ impl Kingpin {
             children: HashMap::new(),
             exits: HashMap::new(),
             fds: FdTable::new(),
-            clock: Clock::new(),
+            clock,
             launch,
             on_event: None,
             on_signal: None,
@@ -178,6 +190,9 @@ impl Kingpin {
             listeners: Vec::new(),
             rx,
             tx: loop_tx,
+            systemd,
+            orphans: mob_sys::reap::receives_orphans(),
+            output: Some(crate::output::Output::default()),
         })
     }
 
@@ -194,6 +209,17 @@ impl Kingpin {
         self.on_signal = Some(Box::new(handler));
     }
 
+    /// Whether workers' stdout and stderr reach the kingpin's line by line,
+    /// each line prefixed with `[role#slot pid] ` (the default), or are the
+    /// kingpin's own, inherited as they are. Applies to workers spawned
+    /// from now on. See `mob_proto::lines` for what happens to partial
+    /// lines, binary output and fast writers.
+    pub fn prefix_output(&mut self, on: bool) {
+        if on != self.output.is_some() {
+            self.output = on.then(crate::output::Output::default);
+        }
+    }
+
     /// Every worker that has a link, with its phase.
     pub fn workers(&self) -> impl Iterator<Item = (&WorkerInfo, Phase)> + '_ {
         self.proto.workers()
@@ -202,7 +228,7 @@ impl Kingpin {
     /// Sends `value` (postcard-encoded) as message `name` in the default
     /// namespace.
     pub fn send<T: Serialize + ?Sized>(&mut self, to: Target, name: &str, value: &T) -> Result<(), Error> {
-        let payload = postcard::to_allocvec(value)?;
+        let payload = mob_proto::wire::encode_payload(value)?;
         self.send_raw(to, DEFAULT_NAMESPACE, name, &payload, Vec::new())
     }
 
@@ -273,7 +299,7 @@ impl Kingpin {
         name: &str,
         value: &T,
     ) -> Result<RequestBuilder<'_>, Error> {
-        let payload = postcard::to_allocvec(value)?;
+        let payload = mob_proto::wire::encode_payload(value)?;
         Ok(RequestBuilder::new(self, to, name, payload))
     }
 
@@ -324,8 +350,20 @@ impl Kingpin {
     /// it waits until a worker of the role is ready, then goes to the ready
     /// worker with the fewest jobs in flight.
     pub fn enqueue<T: Serialize + ?Sized>(&mut self, role: &str, value: &T) -> Result<JobBuilder<'_>, Error> {
-        let payload = postcard::to_allocvec(value)?;
+        let payload = mob_proto::wire::encode_payload(value)?;
         Ok(JobBuilder::new(self, role, payload))
+    }
+
+    /// Makes the kingpin a child subreaper and reaps every process it
+    /// inherits, as it does anyway when it is PID 1: a worker's orphaned
+    /// children (daemons it started, double forks) become the kingpin's and
+    /// are reaped as they end ([`Event::OrphanReaped`]) instead of lingering
+    /// as zombies. Children the application starts in the kingpin process
+    /// by other means are reaped here too, so their own `wait` fails.
+    pub fn reap_orphans(&mut self) -> Result<(), Error> {
+        mob_sys::reap::become_subreaper()?;
+        self.orphans = true;
+        Ok(())
     }
 
     /// Runs until the shutdown ends ([`Kingpin::stop`], [`Kingpin::kill`],
@@ -335,11 +373,15 @@ impl Kingpin {
         loop {
             self.pump(true);
             if self.exit.is_some() {
+                self.notify_systemd();
                 break;
             }
             self.step();
         }
         self.kill_remaining();
+        if let Some(output) = &self.output {
+            output.finish();
+        }
         Ok(if self.exit == Some(true) { ExitCode::SUCCESS } else { ExitCode::FAILURE })
     }
 
@@ -361,7 +403,8 @@ impl Kingpin {
     /// Waits for one message (or the next timer), then handles it and
     /// whatever else is already there, then the timers.
     fn step(&mut self) {
-        let mut wake = self.proto.poll_timeout().map(|t| self.clock.until(t));
+        let next = self.proto.poll_timeout().into_iter().chain(self.notify_systemd()).min();
+        let mut wake = next.map(|t| self.clock.until(t));
         let now = std::time::Instant::now();
         for e in self.exits.values() {
             let left = e.deadline.saturating_duration_since(now);
@@ -380,6 +423,13 @@ impl Kingpin {
         }
         self.expire_exits();
         self.proto.handle_timeout(self.clock.now());
+    }
+
+    /// Tells the service manager what changed, if one listens; returns when
+    /// its watchdog wants the next ping.
+    fn notify_systemd(&mut self) -> Option<mob_proto::Instant> {
+        let now = self.clock.now();
+        self.systemd.as_mut()?.tick(&self.proto, now)
     }
 
     /// Carries out what proto asks, and (if `dispatch`) runs deferred
@@ -579,9 +629,17 @@ impl Kingpin {
     /// Reaps every child that has ended. Its exit is handled once its link
     /// has yielded its last bytes (so that they are not lost), at most
     /// [`EXIT_READ_GRACE`] later.
+    ///
+    /// When orphans come to us too, one `waitpid(-1)` loop reaps everything
+    /// and sorts workers from orphans, so no worker's status is lost to a
+    /// second waiter.
     fn reap(&mut self) {
+        let reaped = mob_app::kingpin::reap(&mut self.children, self.orphans);
+        for event in reaped.orphans {
+            self.deferred.push_back(Deferred::Event(Box::new(event)));
+        }
         let now = self.clock.now();
-        for (pid, status) in mob_app::kingpin::reap(&mut self.children) {
+        for (pid, status) in reaped.workers {
             let link = self.proto.workers().find(|(w, _)| w.pid == pid).map(|(w, _)| w.link);
             match link {
                 Some(link) if self.links.contains_key(&link) => {
@@ -617,9 +675,12 @@ impl Kingpin {
 
     fn spawn(&mut self, spawn: Spawn) {
         let now = self.clock.now();
-        match mob_app::kingpin::start_worker(&self.launch, &self.proto.config().app, &spawn) {
-            Ok((child, ours)) => {
+        match self.start_process(&spawn) {
+            Ok((child, ours, pending)) => {
                 let pid = child.id();
+                if let (Some(output), Some(pending)) = (&self.output, pending) {
+                    output.attach(pending, &spawn.role, spawn.slot, pid);
+                }
                 let name = format!("mob-{}#{}", spawn.role, spawn.slot);
                 match LinkIo::start(spawn.link, ours, self.tx.sender(), self.writes.clone(), Credit::new(), &name) {
                     Ok(io) => {
@@ -634,8 +695,19 @@ impl Kingpin {
                 self.children.insert(pid, child);
                 self.proto.handle_spawned(spawn.link, pid, now);
             }
-            Err(_) => self.proto.handle_spawn_failed(spawn.link, now),
+            Err(e) => {
+                log::warn!("cannot start a worker for {}#{}: {e}", spawn.role, spawn.slot);
+                self.proto.handle_spawn_failed(spawn.link, now)
+            }
         }
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn start_process(&self, spawn: &Spawn) -> Result<(Child, OwnedFd, Option<crate::output::Pending>), Error> {
+        let output = self.output.as_ref().map(|o| o.stdio());
+        let (child, ours, pending) =
+            mob_app::kingpin::start_worker(&self.launch, &self.proto.config().app, spawn, output)?;
+        Ok((child, ours, pending))
     }
 
     /// Kills every worker still running, waits for each, and closes every

@@ -80,6 +80,7 @@ mod kingpin;
 mod link;
 mod loop_tx;
 mod mobster;
+mod output;
 
 pub use app::{App, Entry};
 pub use kingpin::{JobBuilder, Kingpin, RequestBuilder};
@@ -88,7 +89,7 @@ pub use mob_app::{
 };
 pub use mob_proto::{
     Backoff, CloseReason, ExitStatus, Intensity, KingpinConfig, OnRoleFailure, Phase, RequestError, Restart, RoleSpec,
-    SendError, Source, Target, WorkerHealth, WorkerInfo, WorkerState,
+    SendError, Source, Target, Text, WorkerHealth, WorkerInfo, WorkerState,
 };
 pub use mob_sys::listen::{LISTEN_CONNECTION, LISTEN_LISTENER, LISTEN_NAMESPACE, ListenAddr, ListenMode, Listener};
 pub use mobster::{Incoming, Mobster, Proxy};

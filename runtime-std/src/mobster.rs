@@ -261,7 +261,7 @@ impl Mobster {
     /// errors, such as a message too large, are reported; routing happens
     /// at the kingpin).
     pub fn send<T: Serialize + ?Sized>(&self, to: Target, name: &str, value: &T) -> Result<(), Error> {
-        let payload = postcard::to_allocvec(value)?;
+        let payload = mob_proto::wire::encode_payload(value)?;
         self.send_raw(to, DEFAULT_NAMESPACE, name, &payload, Vec::new())
     }
 
@@ -603,7 +603,7 @@ impl Driver {
             }
             WorkerEvent::Request { call, from, ns, name, payload, fds, callbacks } => {
                 let fds = self.take_fds(fds);
-                if ns == RPC_NAMESPACE && !self.exports.contains(&name) {
+                if ns == RPC_NAMESPACE && !self.exports.iter().any(|e| *e == name) {
                     // As a worker with a handler per export would answer.
                     let failure = if self.exports.is_empty() { Failure::UnknownNamespace } else { Failure::Unhandled };
                     drop(fds);

@@ -6,12 +6,22 @@
 //! Everything here is a thin, documented wrapper; no protocol decisions.
 //! [`listen`] holds the listening-socket vocabulary both runtimes share
 //! (the names of the hand-over messages, and the socket types).
+//! [`activation`], [`notify`] and [`reap`] are what a supervisor needs under
+//! systemd and as a container's PID 1: sockets passed at start, `sd_notify`
+//! datagrams, and reaping orphans. [`inherit`] is a worker's start: its
+//! channel and identity, for workers that drive `mob-proto` themselves.
 
+pub mod activation;
 pub mod channel;
+pub mod control;
+pub mod inherit;
 pub mod listen;
+pub mod notify;
 pub mod process;
+pub mod reap;
 pub mod signals;
 pub mod spawn;
+pub mod stdio;
 
 /// The fd number at which a worker finds its channel to the kingpin.
 pub const CHANNEL_FD: i32 = 3;

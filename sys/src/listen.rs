@@ -29,6 +29,29 @@ pub enum ListenAddr {
     Tcp(SocketAddr),
     /// A Unix socket path (an existing file there is replaced).
     Unix(PathBuf),
+    /// A listening socket systemd passed at start (socket activation), by
+    /// its name (`FileDescriptorName=` in the `.socket` unit,
+    /// `systemd-socket-activate --fdname=`; `"unknown"` if it has none).
+    /// Nothing is bound: the kingpin takes the socket and shares it like
+    /// one it bound. See [`crate::activation`].
+    Systemd(String),
+}
+
+impl ListenAddr {
+    /// The socket systemd passed under `name` if there is one (the process
+    /// was socket-activated), else `fallback`: the same binary runs under a
+    /// `.socket` unit or from a shell.
+    ///
+    /// ```
+    /// use mob_sys::listen::ListenAddr;
+    ///
+    /// let fallback = ListenAddr::Tcp("127.0.0.1:1337".parse().unwrap());
+    /// // Not socket-activated here: the fallback.
+    /// assert_eq!(ListenAddr::systemd_or("web", fallback.clone()), fallback);
+    /// ```
+    pub fn systemd_or(name: &str, fallback: ListenAddr) -> ListenAddr {
+        if crate::activation::has(name) { ListenAddr::Systemd(name.to_string()) } else { fallback }
+    }
 }
 
 /// How connections reach the workers of a role (as Node's cluster has it).
@@ -53,7 +76,8 @@ pub enum Listener {
 }
 
 impl Listener {
-    /// Binds `addr`.
+    /// Binds `addr` (or, for [`ListenAddr::Systemd`], takes the passed
+    /// socket).
     pub fn bind(addr: &ListenAddr) -> io::Result<Listener> {
         match addr {
             ListenAddr::Tcp(a) => TcpListener::bind(a).map(Listener::Tcp),
@@ -61,6 +85,7 @@ impl Listener {
                 let _ = std::fs::remove_file(path);
                 UnixListener::bind(path).map(Listener::Unix)
             }
+            ListenAddr::Systemd(name) => Listener::from_fd(crate::activation::take_listener(name)?),
         }
     }
 

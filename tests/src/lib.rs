@@ -5,8 +5,10 @@
 
 pub mod test_app;
 
+pub mod orphans;
+
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, ChildStderr, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::time::{Duration, Instant};
 
@@ -31,7 +33,7 @@ pub struct Line {
 /// A running `mob-test-app` kingpin, killed (with its workers) on drop.
 pub struct TestApp {
     child: Child,
-    lines: Receiver<String>,
+    lines: Receiver<Vec<u8>>,
     stdin: Option<ChildStdin>,
 }
 
@@ -40,24 +42,51 @@ impl TestApp {
     /// `env!("CARGO_BIN_EXE_mob-test-app")`) with `roles` (e.g.
     /// `"echo:4,idle:2"`) and extra environment.
     pub fn start(exe: &str, roles: &str, env: &[(&str, &str)]) -> TestApp {
+        TestApp::start_with_stderr(exe, roles, env, Stdio::inherit()).0
+    }
+
+    /// [`TestApp::start`], with the kingpin's stderr going to `stderr`; if
+    /// that is [`Stdio::piped`], its read end is returned for the test to
+    /// read (or, to stall the kingpin's stderr, not to read).
+    pub fn start_with_stderr(
+        exe: &str,
+        roles: &str,
+        env: &[(&str, &str)],
+        stderr: Stdio,
+    ) -> (TestApp, Option<ChildStderr>) {
         let mut cmd = Command::new(exe);
-        cmd.arg(roles).stdout(Stdio::piped()).stdin(Stdio::piped());
+        cmd.arg(roles).stderr(stderr);
         for (k, v) in env {
             cmd.env(k, v);
         }
+        TestApp::spawn(cmd)
+    }
+
+    /// Starts `cmd`, which runs the test app (under `unshare`, say), with
+    /// its stdin and stdout piped to the test.
+    pub fn start_command(cmd: Command) -> TestApp {
+        TestApp::spawn(cmd).0
+    }
+
+    /// Starts `cmd` with stdin and stdout piped to the test; its stderr
+    /// read end too, if `cmd` pipes it.
+    fn spawn(mut cmd: Command) -> (TestApp, Option<ChildStderr>) {
+        cmd.stdout(Stdio::piped()).stdin(Stdio::piped());
         let mut child = cmd.spawn().expect("start mob-test-app");
         let stdin = child.stdin.take();
+        let stderr = child.stderr.take();
         let stdout = child.stdout.take().expect("piped stdout");
         let (tx, lines) = channel();
         std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
+            // Lines as bytes: workers' output may be any bytes.
+            for line in BufReader::new(stdout).split(b'\n') {
                 let Ok(line) = line else { break };
                 if tx.send(line).is_err() {
                     break;
                 }
             }
         });
-        TestApp { child, lines, stdin }
+        (TestApp { child, lines, stdin }, stderr)
     }
 
     /// Sends the kingpin one command line (see `mob-test-app`'s docs).
@@ -74,6 +103,12 @@ impl TestApp {
 
     /// The next raw output line, failing the test after [`DEADLINE`].
     pub fn next_raw(&self) -> String {
+        String::from_utf8_lossy(&self.next_bytes()).into_owned()
+    }
+
+    /// The next output line as bytes (without its newline), failing the
+    /// test after [`DEADLINE`].
+    pub fn next_bytes(&self) -> Vec<u8> {
         match self.lines.recv_timeout(DEADLINE) {
             Ok(raw) => raw,
             Err(RecvTimeoutError::Timeout) => panic!("no output from the kingpin within {DEADLINE:?}"),
@@ -98,6 +133,7 @@ impl TestApp {
             let left = DEADLINE.saturating_sub(started.elapsed());
             match self.lines.recv_timeout(left) {
                 Ok(raw) => {
+                    let raw = String::from_utf8_lossy(&raw);
                     if std::env::var("MOB_TEST_TRACE").is_ok() {
                         eprintln!("< {raw}");
                     }
@@ -120,7 +156,7 @@ impl TestApp {
             let left = within.saturating_sub(started.elapsed());
             match self.lines.recv_timeout(left) {
                 Ok(raw) => {
-                    if let Some(line) = parse(&raw) {
+                    if let Some(line) = parse(&String::from_utf8_lossy(&raw)) {
                         return Some(line);
                     }
                 }
@@ -158,9 +194,15 @@ impl TestApp {
 
     /// Every remaining line, until the kingpin's output ends.
     pub fn rest(&self) -> Vec<Line> {
+        self.rest_bytes().iter().filter_map(|raw| parse(&String::from_utf8_lossy(raw))).collect()
+    }
+
+    /// Every remaining output line as bytes (without newlines), until the
+    /// kingpin's output ends.
+    pub fn rest_bytes(&self) -> Vec<Vec<u8>> {
         let mut out = Vec::new();
         while let Ok(raw) = self.lines.recv_timeout(DEADLINE) {
-            out.extend(parse(&raw));
+            out.push(raw);
         }
         out
     }
@@ -259,6 +301,34 @@ macro_rules! on_both_runtimes {
     };
 }
 
+/// Answers every connection `listener` accepts, on a thread of its own,
+/// with one line: `hello from PID`.
+pub fn answer_connections(listener: mob_sys::listen::Listener) {
+    use mob_sys::listen::Listener;
+    std::thread::spawn(move || {
+        let line = format!("hello from {}\n", std::process::id());
+        loop {
+            let written = match &listener {
+                Listener::Tcp(l) => l.accept().and_then(|(mut c, _)| c.write_all(line.as_bytes())),
+                Listener::Unix(l) => l.accept().and_then(|(mut c, _)| c.write_all(line.as_bytes())),
+            };
+            if written.is_err() {
+                std::thread::yield_now();
+            }
+        }
+    });
+}
+
+/// The children of `pid` (from `/proc/PID/task/*/children`).
+pub fn children_of(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten() {
+        let children = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+        out.extend(children.split_whitespace().filter_map(|c| c.parse::<u32>().ok()));
+    }
+    out
+}
+
 /// Whether `pid` is a live process (a zombie counts as gone).
 pub fn alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
@@ -292,4 +362,61 @@ pub fn eventually(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(5));
     }
     cond()
+}
+
+/// What the test apps' workers write when told `emit`: on stdout, a line,
+/// a line of binary bytes, and a last line without a newline (flushed);
+/// on stderr, one line.
+pub const EMITTED_STDOUT: &[u8] = b"plain line\nbin \x00\x01\xff\xfe\r\npartial tail";
+/// What the test apps' workers write on stderr when told `emit`.
+pub const EMITTED_STDERR: &[u8] = b"on stderr\n";
+
+/// A worker's side of `emit`: writes [`EMITTED_STDOUT`] and
+/// [`EMITTED_STDERR`], and flushes both.
+pub fn emit_output() {
+    let mut out = std::io::stdout().lock();
+    out.write_all(EMITTED_STDOUT).ok();
+    out.flush().ok();
+    let mut err = std::io::stderr().lock();
+    err.write_all(EMITTED_STDERR).ok();
+    err.flush().ok();
+}
+
+/// A line of [`spew_stderr`]'s: 63 bytes and a newline.
+pub const SPEW_LINE: &[u8; 64] = b"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\n";
+
+/// A worker's side of `spew MIB`: writes MIB MiB of [`SPEW_LINE`]s to
+/// stderr as fast as stderr takes them, then `spew-end`, on a thread of its
+/// own (the worker keeps answering heartbeats while its writes block).
+pub fn spew_stderr(mib: usize) {
+    std::thread::spawn(move || {
+        let mut err = std::io::stderr().lock();
+        for _ in 0..mib * (1 << 20) / SPEW_LINE.len() {
+            if err.write_all(SPEW_LINE).is_err() {
+                return;
+            }
+        }
+        err.write_all(b"spew-end\n").ok();
+    });
+}
+
+/// A logger for the test apps (`MOB_TEST_LOG=1`): every record becomes an
+/// event line `log _ 0 0 LEVEL MESSAGE` on stdout.
+pub fn log_to_stdout() {
+    struct Lines;
+    impl log::Log for Lines {
+        fn enabled(&self, _: &log::Metadata) -> bool {
+            true
+        }
+        fn log(&self, record: &log::Record) {
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "log _ 0 0 {} {}", record.level(), record.args()).ok();
+            out.flush().ok();
+        }
+        fn flush(&self) {}
+    }
+    static LINES: Lines = Lines;
+    if log::set_logger(&LINES).is_ok() {
+        log::set_max_level(log::LevelFilter::Info);
+    }
 }

@@ -74,7 +74,10 @@ fn a_wrong_protocol_version_is_rejected_naming_both_versions(exe: &str) {
             assert!(raw.ends_with("protocol version mismatch: we speak 1, peer speaks 99"), "{raw}");
             seen.0 = true;
         }
-        if raw.starts_with("rejected badversion") {
+        // The worker printed it: its line carries its prefix.
+        if let Some((_, raw)) = raw.split_once("] ").filter(|(p, _)| p.starts_with("[badversion#0 "))
+            && raw.starts_with("rejected badversion")
+        {
             assert!(raw.ends_with("kingpin 1: worker speaks protocol 99, kingpin speaks 1"), "{raw}");
             seen.1 = true;
         }

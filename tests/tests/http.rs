@@ -39,8 +39,15 @@ fn http_app_in(exe: &str, mode: &str) -> (TestApp, String, BTreeSet<u32>) {
     (app, addr, fronts)
 }
 
+/// The pid after `prefix` in a line a worker printed. The kingpin passed
+/// the line on with the worker's `[role#slot pid] ` before it, whose pid
+/// must be the same.
 fn pid_after(line: &str, prefix: &str) -> Option<u32> {
-    line.strip_prefix(prefix)?.split(' ').next()?.trim_end_matches('.').parse().ok()
+    let (tag, line) = line.strip_prefix('[')?.split_once("] ")?;
+    let tagged: u32 = tag.split(' ').nth(1)?.parse().ok()?;
+    let pid = line.strip_prefix(prefix)?.split(' ').next()?.trim_end_matches('.').parse().ok()?;
+    assert_eq!(pid, tagged, "the prefix names the worker that printed the line");
+    Some(pid)
 }
 
 fn the_seed_app_answers_every_request_from_both_fronts_reaching_every_back(exe: &str) {

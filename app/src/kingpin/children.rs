@@ -1,5 +1,6 @@
 //! The kingpin's worker processes: reaping them and killing the rest.
 
+use super::Event;
 use mob_proto::ExitStatus;
 use std::collections::HashMap;
 use std::os::unix::process::ExitStatusExt;
@@ -14,15 +15,40 @@ pub fn exit_status(status: std::process::ExitStatus) -> ExitStatus {
     }
 }
 
-/// Reaps every child (by pid) that has ended, and forgets it: the pids and
-/// how each ended.
-pub fn reap(children: &mut HashMap<u32, Child>) -> Vec<(u32, ExitStatus)> {
+/// What one round of reaping found.
+#[derive(Debug, Default)]
+pub struct Reaped {
+    /// Workers (by pid) that ended, and how.
+    pub workers: Vec<(u32, ExitStatus)>,
+    /// Processes that were not our workers (orphans handed to a kingpin
+    /// that is PID 1 or a subreaper), as [`Event::OrphanReaped`].
+    pub orphans: Vec<Event>,
+}
+
+/// Reaps every child (by pid) that has ended, and forgets it. When
+/// `orphans` come to the kingpin too (it is PID 1 or a subreaper), one
+/// `waitpid(-1)` loop reaps everything and sorts workers from orphans, so
+/// no worker's status is lost to a second waiter.
+pub fn reap(children: &mut HashMap<u32, Child>, orphans: bool) -> Reaped {
+    let mut reaped = Reaped::default();
+    while let Some((pid, exit)) = orphans.then(mob_sys::reap::reap_any).and_then(Result::ok).flatten() {
+        let status = match exit {
+            mob_sys::process::Exit::Code(c) => ExitStatus::Code(c),
+            mob_sys::process::Exit::Signal(s) => ExitStatus::Signal(s),
+        };
+        // A worker's `Child` is dropped unwaited: its pid is reaped.
+        match children.remove(&pid) {
+            Some(_) => reaped.workers.push((pid, status)),
+            None => reaped.orphans.push(Event::OrphanReaped { pid, status }),
+        }
+    }
     let ended: Vec<(u32, ExitStatus)> =
         children.iter_mut().filter_map(|(&pid, child)| Some((pid, exit_status(child.try_wait().ok()??)))).collect();
     for (pid, _) in &ended {
         children.remove(pid);
     }
-    ended
+    reaped.workers.extend(ended);
+    reaped
 }
 
 /// Kills every child still running and waits for each.
@@ -52,7 +78,7 @@ mod tests {
         children.insert(sleeper_pid, sleeper);
         let mut ended = Vec::new();
         while ended.len() < 2 {
-            ended.extend(reap(&mut children).into_iter().map(|(_, status)| status));
+            ended.extend(reap(&mut children, false).workers.into_iter().map(|(_, status)| status));
             std::thread::yield_now();
         }
         ended.sort_by_key(|s| format!("{s:?}"));

@@ -58,6 +58,15 @@ pub enum Event {
         /// Where it was going.
         to: Target,
     },
+    /// A process that was not one of our workers was reaped: an orphan the
+    /// kernel handed us, because the kingpin is PID 1 (a container's init)
+    /// or a subreaper (the runtime's `Kingpin::reap_orphans`).
+    OrphanReaped {
+        /// Its pid.
+        pid: u32,
+        /// How it ended.
+        status: ExitStatus,
+    },
 }
 
 /// One of proto's events, as a kingpin runtime must deal with it.

@@ -28,9 +28,17 @@ pub enum Launch {
 
 /// Starts the worker `spawn` asks for, as `launch` says for its role (a
 /// re-execution of this program for roles missing from it), titled
-/// `APP: ROLE#SLOT` and told who it is in `MOB_*` variables. Returns the
-/// child and the kingpin's end of its channel (blocking).
-pub fn start_worker(launch: &HashMap<String, Launch>, app: &str, spawn: &Spawn) -> Result<(Child, OwnedFd), Error> {
+/// `APP: ROLE#SLOT` and told who it is in `MOB_*` variables. Its stdout and
+/// stderr are the first two of `output` (the write ends of the kingpin's
+/// prefixing pipes, with what the runtime keeps of them, `P`), or the
+/// kingpin's own if `None`. Returns the child, the kingpin's end of its
+/// channel (blocking) and the runtime's `P`.
+pub fn start_worker<P>(
+    launch: &HashMap<String, Launch>,
+    app: &str,
+    spawn: &Spawn,
+    output: Option<std::io::Result<(Stdio, Stdio, P)>>,
+) -> Result<(Child, OwnedFd, Option<P>), Error> {
     let mut cmd = match launch.get(&*spawn.role).cloned().unwrap_or(Launch::SelfExec) {
         Launch::SelfExec => {
             let mut cmd = std::process::Command::new(std::env::current_exe()?);
@@ -49,7 +57,14 @@ pub fn start_worker(launch: &HashMap<String, Launch>, app: &str, spawn: &Spawn) 
         .env(mob_sys::ENV_APP, app)
         .env(mob_sys::ENV_FD, mob_sys::CHANNEL_FD.to_string())
         .stdin(Stdio::null());
+    let pending = match output.transpose()? {
+        Some((out, err, pending)) => {
+            cmd.stdout(out).stderr(err);
+            Some(pending)
+        }
+        None => None,
+    };
     let (ours, theirs) = mob_sys::channel::socketpair()?;
     let child = mob_sys::spawn::spawn_worker(&mut cmd, theirs)?;
-    Ok((child, ours))
+    Ok((child, ours, pending))
 }

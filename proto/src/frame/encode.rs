@@ -245,6 +245,9 @@ fn write_frame<M: Serialize + ?Sized>(
     max_body: u32,
 ) -> Result<(), EncodeError> {
     let start = buf.len();
+    // Room for the header, typical metadata and the payload: one growth at
+    // most, not one per serialized field.
+    buf.reserve(HEADER_LEN + 64 + payload.len());
     buf.extend_from_slice(&[0; HEADER_LEN]);
     if postcard::serialize_with_flavor(meta, VecFlavor(buf)).is_err() {
         buf.truncate(start);

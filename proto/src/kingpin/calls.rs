@@ -11,9 +11,8 @@ use super::{Event, Kingpin, LinkId};
 use crate::fd::FdHandle;
 use crate::requester::RequestError;
 use crate::time::Instant;
-use crate::wire::{self, Call, Cancel, Failure, Invoke, Kind, Release, Reply, Request, Source, Target};
+use crate::wire::{self, Call, Cancel, Failure, Invoke, Kind, Release, Reply, Request, Target};
 use alloc::collections::BTreeSet;
-use alloc::string::ToString;
 use alloc::vec::Vec;
 use bytes::Bytes;
 use core::time::Duration;
@@ -39,15 +38,8 @@ pub(super) enum CallEntry {
     },
 }
 
-/// The fields of a call about to be sent.
-pub(super) struct NewCall<'a> {
-    pub id: u64,
-    pub from: Source,
-    pub ns: &'a str,
-    pub name: &'a str,
-    pub timeout_ms: u64,
-    pub callbacks: &'a [u64],
-}
+/// A call about to be sent, its strings and callbacks borrowed.
+pub(super) type NewCall<'a> = Call<&'a str, &'a [u64]>;
 
 impl Kingpin {
     /// Sends a call to the one worker `to` names. On error the fds are
@@ -72,17 +64,9 @@ impl Kingpin {
             self.release(fds);
             return Err(Failure::NotExported);
         }
-        let meta = Call {
-            id: call.id,
-            from: call.from.clone(),
-            ns: call.ns.to_string(),
-            name: call.name.to_string(),
-            timeout_ms: call.timeout_ms,
-            callbacks: call.callbacks.to_vec(),
-        };
         let reroute = matches!(to, Target::Any(_)).then(|| to.clone());
         let queued = Queued { reroute, call: Some(call.id) };
-        match self.push_with(target, Kind::Call, &meta, payload, fds, queued) {
+        match self.push_with(target, Kind::Call, call, payload, fds, queued) {
             Ok(()) => {
                 if let Some(l) = self.link_mut(target) {
                     l.inflight += 1;
@@ -112,9 +96,17 @@ impl Kingpin {
     }
 
     /// A worker's request.
-    pub(super) fn on_request(&mut self, link: LinkId, req: Request, payload: Bytes, fds: Vec<FdHandle>, now: Instant) {
+    pub(super) fn on_request(
+        &mut self,
+        link: LinkId,
+        req: Request<&str>,
+        payload: Bytes,
+        fds: Vec<FdHandle>,
+        now: Instant,
+    ) {
         let Request { id, to, ns, name, timeout_ms, callbacks } = req;
         if to == Target::Kingpin {
+            let (ns, name) = (self.names.intern(ns), self.names.intern(name));
             let Some(l) = self.link_mut(link) else { return self.release(fds) };
             l.incoming.insert(id);
             let from = l.info.clone();
@@ -122,7 +114,7 @@ impl Kingpin {
         }
         let k = self.requests.alloc_id();
         let source = self.source_of(Some(link));
-        let call = NewCall { id: k, from: source, ns: &ns, name: &name, timeout_ms, callbacks: &callbacks };
+        let call = NewCall { id: k, from: source, ns, name, timeout_ms, callbacks: &callbacks };
         match self.dispatch_call(Some(link), &to, &call, &payload, fds) {
             Ok(target) => {
                 let deadline = now + Duration::from_millis(timeout_ms);

@@ -140,10 +140,10 @@ impl Kingpin {
             let call = Call {
                 id,
                 from: Source::Kingpin,
-                ns: JOB_NAMESPACE.to_string(),
-                name: JOB_NAME.to_string(),
+                ns: JOB_NAMESPACE,
+                name: JOB_NAME,
                 timeout_ms,
-                callbacks: Vec::new(),
+                callbacks: &[][..] as &[u64],
             };
             match self.push(target, Kind::Call, &call, &payload, fds) {
                 Ok(()) => {

@@ -3,16 +3,24 @@
 //! callbacks between links.
 //!
 //! Split by job: this file holds the types, the inputs and the outputs;
-//! [`link`] one link's queues; [`route`] how a target picks links;
-//! [`calls`] requests in flight and what ends them.
+//! `link.rs` one link's queues; `route.rs` how a target picks links;
+//! `calls.rs` requests in flight and what ends them; `jobs.rs` the work
+//! queue; `supervise.rs` restarts and shutdown; `control.rs` the operator's
+//! control connections; `summary.rs` the one-line status.
 
 mod calls;
+mod control;
 mod jobs;
 mod link;
 mod route;
+mod summary;
 mod supervise;
 
+pub use control::{
+    ControlId, ControlOutput, ControlServer, MAX_CONTROL_CONNECTIONS, MAX_CONTROL_QUEUED, TooManyConnections,
+};
 pub use jobs::{JOB_NAME, JOB_NAMESPACE, JobOptions};
+pub use summary::Summary;
 pub use supervise::{WorkerHealth, WorkerState};
 
 use crate::config::KingpinConfig;
@@ -20,6 +28,7 @@ use crate::error::{CloseReason, RespondError, SendError};
 use crate::fd::FdHandle;
 use crate::frame::Transmit;
 use crate::requester::{LateCounts, RequestError, Requester};
+use crate::text::{Interner, Text};
 use crate::time::Instant;
 use crate::wire::{self, Failure, Hello, Kind, Message, Reject, Send, Settings, Source, Target, Welcome};
 use alloc::collections::{BTreeMap, VecDeque};
@@ -164,9 +173,9 @@ pub enum Event {
         /// The sender.
         from: WorkerInfo,
         /// Namespace.
-        ns: String,
+        ns: Text,
         /// Name.
-        name: String,
+        name: Text,
         /// Application payload.
         payload: Bytes,
         /// fds that came with it; the application owns them now.
@@ -180,9 +189,9 @@ pub enum Event {
         /// The requester's id for it.
         id: u64,
         /// Namespace.
-        ns: String,
+        ns: Text,
         /// Name.
-        name: String,
+        name: Text,
         /// Application payload.
         payload: Bytes,
         /// fds that came with it.
@@ -317,6 +326,8 @@ pub struct Kingpin {
     exited: bool,
     /// The latest instant the runtime told us.
     now: Instant,
+    /// Names of messages and requests addressed to the kingpin, shared.
+    names: Interner,
 }
 
 impl Kingpin {
@@ -338,6 +349,7 @@ impl Kingpin {
             app_online: false,
             exited: false,
             now: Instant::ZERO,
+            names: Interner::new(),
         };
         for role in 0..k.roles.len() {
             for slot in 0..k.roles[role].slots.len() {
@@ -746,7 +758,7 @@ impl Kingpin {
                 Ok(None) => return,
                 Err(e) => return self.close(link, CloseReason::Decode(e), None),
             };
-            match Message::parse(frame) {
+            match Message::parse(frame.kind, &frame.body, frame.fds) {
                 Ok(msg) => self.on_message(link, msg, now),
                 Err((e, fds)) => {
                     self.release(fds);
@@ -756,15 +768,16 @@ impl Kingpin {
         }
     }
 
-    fn on_message(&mut self, link: LinkId, msg: Message, now: Instant) {
+    fn on_message(&mut self, link: LinkId, msg: Message<&str>, now: Instant) {
         let Some(l) = self.link(link) else { return };
         match (l.phase, msg) {
             (Phase::Handshaking | Phase::Spawning, Message::Hello(hello)) => self.on_hello(link, hello),
             (Phase::Up, Message::Send(Send { to, ns, name }, payload, fds)) => {
                 let from = l.info.clone();
                 if to == Target::Kingpin {
+                    let (ns, name) = (self.names.intern(ns), self.names.intern(name));
                     self.event(Event::Message { from, ns, name, payload, fds });
-                } else if let Err(error) = self.route_send(Some(link), to.clone(), &ns, &name, &payload, fds) {
+                } else if let Err(error) = self.route_send(Some(link), to.clone(), ns, name, &payload, fds) {
                     self.event(Event::Undeliverable { from, to, error });
                 }
             }

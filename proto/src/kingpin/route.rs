@@ -5,7 +5,6 @@ use super::{Kingpin, LinkId, Phase};
 use crate::error::SendError;
 use crate::fd::FdHandle;
 use crate::wire::{Deliver, Kind, Source, Target};
-use alloc::string::ToString;
 use alloc::vec::Vec;
 
 impl Kingpin {
@@ -19,6 +18,19 @@ impl Kingpin {
         payload: &[u8],
         fds: Vec<FdHandle>,
     ) -> Result<(), SendError> {
+        let meta = Deliver { from: self.source_of(from), ns, name };
+        if let Target::Any(_) | Target::Pid(_) = to {
+            // One recipient: no list to build.
+            let link = match self.resolve_one(&to, None) {
+                Ok(link) => link,
+                Err(e) => {
+                    self.release(fds);
+                    return Err(e);
+                }
+            };
+            let reroute = matches!(to, Target::Any(_)).then_some(to);
+            return self.push_with(link, Kind::Deliver, &meta, payload, fds, Queued { reroute, call: None });
+        }
         let recipients = match self.resolve_many(from, &to) {
             Ok(r) => r,
             Err(e) => {
@@ -30,14 +42,11 @@ impl Kingpin {
             self.release(fds);
             return Err(SendError::FdsToMany);
         }
-        let source = self.source_of(from);
-        let meta = Deliver { from: source, ns: ns.to_string(), name: name.to_string() };
-        let reroute = matches!(to, Target::Any(_)).then_some(to);
         let mut fds = Some(fds);
         let mut result = Ok(());
         for link in recipients {
             let fds = fds.take().unwrap_or_default();
-            let queued = Queued { reroute: reroute.clone(), call: None };
+            let queued = Queued { reroute: None, call: None };
             if let Err(e) = self.push_with(link, Kind::Deliver, &meta, payload, fds, queued) {
                 result = Err(e);
             }

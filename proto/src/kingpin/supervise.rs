@@ -94,8 +94,9 @@ impl Role {
     }
 }
 
-/// A worker's state, as [`Kingpin::health`] reports it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// A worker's state, as [`Kingpin::health`] reports it (and, as the index
+/// of each variant, the control protocol's status table).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum WorkerState {
     /// Spawn requested, or process started and handshake not done.
     Spawning,

@@ -692,14 +692,14 @@ impl Sim {
             Event::WorkerExited(i, s) => KEvent::Exited(i, s),
             Event::Message { from, ns, name, payload, fds } => {
                 let files = self.ledger.settle_all(fds, Fate::Delivered, Side::Kingpin);
-                KEvent::Message { from, ns, name, payload, files }
+                KEvent::Message { from, ns: ns.into(), name: name.into(), payload, files }
             }
             Event::Undeliverable { from, to, error } => KEvent::Undeliverable { from, to, error },
             Event::Request { from, id, ns, name, payload, fds, callbacks } => KEvent::Request {
                 from,
                 id,
-                ns,
-                name,
+                ns: ns.into(),
+                name: name.into(),
                 payload,
                 files: self.ledger.settle_all(fds, Fate::Delivered, Side::Kingpin),
                 callbacks,
@@ -808,11 +808,11 @@ impl Sim {
                 }
                 WorkerOutput::Event(WorkerEvent::Message { from, ns, name, payload, fds }) => {
                     let files = self.ledger.settle_all(fds, Fate::Delivered, Side::Worker(pid));
-                    p.events.push(WEvent::Message(Received { from, ns, name, payload, files }));
+                    p.events.push(WEvent::Message(Received { from, ns: ns.into(), name: name.into(), payload, files }));
                 }
                 WorkerOutput::Event(WorkerEvent::Request { call, from, ns, name, payload, fds, callbacks }) => {
                     let files = self.ledger.settle_all(fds, Fate::Delivered, Side::Worker(pid));
-                    let msg = Received { from, ns, name, payload, files };
+                    let msg = Received { from, ns: ns.into(), name: name.into(), payload, files };
                     p.events.push(WEvent::Request { call, msg, callbacks });
                 }
                 WorkerOutput::Event(WorkerEvent::Cancelled { call }) => {
@@ -1129,7 +1129,7 @@ fn rewrite_hello(bytes: &[u8], f: &mut dyn FnMut(&mut Hello)) -> Vec<u8> {
     dec.handle_read(bytes, Vec::new());
     let frame = dec.decode().expect("first write decodes").expect("first write holds the whole Hello");
     let len = HEADER_LEN + frame.body.len();
-    let Ok(Message::Hello(mut hello)) = Message::parse(frame) else {
+    let Ok(Message::Hello(mut hello)) = Message::parse_owned(frame) else {
         panic!("first frame is not a Hello");
     };
     f(&mut hello);

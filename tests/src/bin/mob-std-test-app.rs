@@ -12,7 +12,8 @@ use mob_std as rt;
 mod kingpin;
 
 fn main() -> ExitCode {
-    kingpin::main(worker)
+    // mob-std's kingpin has no control socket.
+    kingpin::main(worker, |app| app)
 }
 
 fn report(mob: &Mobster, text: String) {
@@ -56,6 +57,9 @@ fn run_command(mob: &Mobster, line: &str) {
 fn worker(mut mob: Mobster) -> Result<(), Error> {
     exit_if_asked(mob.role());
     mob.export("whoami")?;
+    if mob.role().starts_with("listen") {
+        mob_tests::answer_connections(mob.listener()?);
+    }
     let mut hoard: Vec<Vec<u8>> = Vec::new();
     let mut kept = Vec::new();
     loop {
@@ -71,6 +75,11 @@ fn worker(mut mob: Mobster) -> Result<(), Error> {
                 match msg.name.as_str() {
                     "boom" => panic!("boom in the handler"),
                     "holdfd" => report(&mob, format!("holdfd {}", inode(msg.fds.first()))),
+                    "emit" => {
+                        mob_tests::emit_output();
+                        report(&mob, "emitted".into());
+                    }
+                    "spew" => mob_tests::spew_stderr(text.parse().unwrap_or(1)),
                     "busy" => {
                         mob.busy().ok();
                     }
@@ -83,6 +92,12 @@ fn worker(mut mob: Mobster) -> Result<(), Error> {
                     }
                     "seq" | "hello" => report(&mob, format!("{} {text} from {}", msg.name, source(&msg.from))),
                     "do" => run_command(&mob, &text),
+                    "orphans" => {
+                        let n = text.parse().unwrap_or(0);
+                        let pids: Vec<String> =
+                            mob_tests::orphans::make_orphans(n).iter().map(u32::to_string).collect();
+                        report(&mob, format!("orphans {}", pids.join(" ")));
+                    }
                     _ => {}
                 }
             }
@@ -98,7 +113,7 @@ fn worker(mut mob: Mobster) -> Result<(), Error> {
                     Job::Exit => std::process::exit(4),
                     Job::Sock => {
                         let pipe = answer_sock_job(std::mem::take(&mut job.fds));
-                        job.respond_raw(postcard::to_allocvec(&pid).unwrap_or_default(), pipe).ok();
+                        job.respond_raw(mob_proto::wire::encode_payload(&pid).unwrap_or_default(), pipe).ok();
                     }
                     Job::Pid => {
                         job.respond(&pid).ok();

@@ -14,7 +14,11 @@ use mob_mio as rt;
 mod kingpin;
 
 fn main() -> ExitCode {
-    kingpin::main(worker)
+    kingpin::main(worker, |app| match std::env::var_os("MOB_TEST_CONTROL") {
+        // MOB_TEST_CONTROL=PATH: the kingpin listens for the `mob` command.
+        Some(path) => app.control_socket(path),
+        None => app,
+    })
 }
 
 fn report(mob: &mut Mobster, text: String) {
@@ -55,6 +59,18 @@ fn worker(mut mob: Mobster) -> Result<(), Error> {
         // Reports which file the fd it got refers to.
         report(mob, format!("holdfd {}", inode(msg.fds.first())));
     });
+    mob.on("orphans", |mob, msg| {
+        let n = msg.decode::<String>().ok().and_then(|s| s.parse().ok()).unwrap_or(0);
+        let pids: Vec<String> = mob_tests::orphans::make_orphans(n).iter().map(u32::to_string).collect();
+        report(mob, format!("orphans {}", pids.join(" ")));
+    });
+    mob.on("emit", |mob, _msg| {
+        mob_tests::emit_output();
+        report(mob, "emitted".into());
+    });
+    mob.on("spew", |_mob, msg| {
+        mob_tests::spew_stderr(msg.decode::<String>().ok().and_then(|s| s.parse().ok()).unwrap_or(1));
+    });
     mob.on("busy", |mob, _msg| {
         mob.busy().ok();
     });
@@ -79,7 +95,7 @@ fn worker(mut mob: Mobster) -> Result<(), Error> {
             Job::Exit => std::process::exit(4),
             Job::Sock => {
                 let pipe = answer_sock_job(std::mem::take(&mut job.fds));
-                job.respond_raw(postcard::to_allocvec(&pid).unwrap_or_default(), pipe).ok();
+                job.respond_raw(mob_proto::wire::encode_payload(&pid).unwrap_or_default(), pipe).ok();
             }
             Job::Pid => {
                 job.respond(&pid).ok();
@@ -89,6 +105,10 @@ fn worker(mut mob: Mobster) -> Result<(), Error> {
     mob.export("whoami", |_mob, req| {
         req.respond(&std::process::id().to_string()).ok();
     })?;
+    // After the exports: this runs the loop until the listener arrives.
+    if mob.role().starts_with("listen") {
+        mob_tests::answer_connections(mob.listener()?);
+    }
     mob.on("ping", |mob, msg| {
         let text: String = msg.decode().unwrap_or_default();
         mob.send(Target::Kingpin, "pong", &text).ok();

@@ -16,8 +16,9 @@ use std::time::Duration;
 
 /// Runs the test app: the kingpin for the roles its first argument names,
 /// or, re-executed by it, one of its workers (`worker` for every role
-/// without a worker of its own).
-pub fn main(worker: rt::Entry) -> ExitCode {
+/// without a worker of its own). `extra` adds what only this runtime's
+/// `App` has (`mob-mio`'s control socket).
+pub fn main(worker: rt::Entry, extra: fn(App) -> App) -> ExitCode {
     let spec = std::env::args().nth(1).unwrap_or_else(|| "echo:2".into());
     let mut app = App::new("testapp").configure(configure);
     // Roles starting `foreign` run the other runtime's test app (the same
@@ -38,6 +39,21 @@ pub fn main(worker: rt::Entry) -> ExitCode {
         };
         app = app.role_spec(role_spec(role, count), entry);
     }
+    // MOB_TEST_LISTEN=ROLE=NAME: ROLE listens on the socket systemd passed
+    // as NAME.
+    if let Some((role, name)) = std::env::var("MOB_TEST_LISTEN").ok().as_deref().and_then(|v| v.split_once('=')) {
+        app = app.listen(role, rt::ListenAddr::Systemd(name.into()), rt::ListenMode::Shared);
+    }
+    if std::env::var("MOB_TEST_SUBREAPER").is_ok() {
+        app = app.on_start(|k| k.reap_orphans().expect("become a subreaper"));
+    }
+    if std::env::var("MOB_TEST_NO_PREFIX").is_ok() {
+        app = app.prefix_output(false);
+    }
+    if std::env::var("MOB_TEST_LOG").is_ok() {
+        mob_tests::log_to_stdout();
+    }
+    app = extra(app);
     let mut reader_started = false;
     app.on_event(move |kingpin, event| {
         if !reader_started {
@@ -99,6 +115,7 @@ fn print_event(kingpin: &mut Kingpin, event: Event) {
             req.respond(&format!("kingpin got {text}")).ok();
         }
         Event::Undeliverable { from, to } => say("undeliverable", &from.role, from.slot, from.pid, &format!("{to:?}")),
+        Event::OrphanReaped { pid, status } => say("orphan", "_", 0, pid, &format!("{status:?}")),
     }
 }
 

@@ -25,7 +25,11 @@
 //!
 //! Worker messages: `ping` (answers `pong PID`), `seq` and `hello`
 //! (reported), `boom` (panics), `busy`/`ready`, `alloc MB` (holds MB of
-//! memory), `holdfd` (reports `holdfd INODE` of the fd it carries);
+//! memory), `holdfd` (reports `holdfd INODE` of the fd it carries),
+//! `orphans N` (double-forks N processes that become orphans and exit, and
+//! reports `orphans PID...`), `emit` (writes test lines to stdout and
+//! stderr, then reports `emitted`), `spew MIB` (writes MIB MiB of lines to
+//! stderr on a thread of its own);
 //! requests `echo` (answers `TEXT from PID`), `callback` (invokes its
 //! first callback with `called back`, then acknowledges), `exit` (the process exits
 //! without answering), `never` (kept unanswered), `drop` (dropped
@@ -43,6 +47,13 @@
 //! `MOB_TEST_GRACE_MS` sets the soft-kill grace, `MOB_TEST_MAX_RESTARTS` the
 //! restart intensity, `MOB_TEST_NO_BACKOFF` removes the restart backoff,
 //! `MOB_TEST_HEARTBEAT_MS=EVERY,TIMEOUT` turns heartbeats on.
+//! `MOB_TEST_SUBREAPER=1` makes the kingpin a subreaper, and it prints
+//! `orphan _ 0 PID STATUS` for each orphan it reaps;
+//! `MOB_TEST_LISTEN=ROLE=NAME` has ROLE listen on the socket systemd passed
+//! as NAME, and workers of roles starting `listen` answer each connection
+//! with `hello from PID`. `MOB_TEST_NO_PREFIX` turns the prefixing of
+//! workers' output off; `MOB_TEST_LOG` prints mob's `log` records on
+//! stdout; `MOB_TEST_CONTROL=PATH` opens a control socket (`mob-mio` only).
 //!
 //! More kingpin commands: `enqueue ROLE TAG TEXT TIMEOUT_MS RETRIES` (prints
 //! `job _ 0 PID TAG ok|err ...`), `jobs ROLE N TIMEOUT_MS RETRIES [TEXT]`

@@ -45,7 +45,7 @@ pub fn bad_version(role: &str) -> io::Result<()> {
         }
         dec.handle_read(&buf[..n], Vec::new());
         if let Ok(Some(f)) = dec.decode() {
-            if let Ok(Message::Reject(r)) = Message::parse(f) {
+            if let Ok(Message::Reject(r)) = Message::parse_owned(f) {
                 println!("rejected {role} 0 {} kingpin {}: {}", std::process::id(), r.version, r.reason);
             }
             return Ok(());
@@ -129,7 +129,7 @@ fn flush(fd: &BorrowedFd<'_>, worker: &mut Worker, fds: &mut FdTable<OwnedFd>) -
 /// `flood` (200,000 valid frames to role `b`, as fast as they go).
 pub fn hostile(kind: &str) {
     let fd = channel();
-    let send = Send { to: Target::Kingpin, ns: "_".into(), name: "x".into() };
+    let send = Send { to: Target::Kingpin, ns: "_", name: "x" };
     let frame = encode_frame(Kind::Send as u8, &send, b"payload", 0, 1 << 20).expect("a frame");
     let (r, _w) = nix::unistd::pipe().expect("pipe");
     let result = match kind {
@@ -144,7 +144,7 @@ pub fn hostile(kind: &str) {
             send_with_fds(&fd, &frame[..10], &[]).and_then(|_| send_with_fds(&fd, &frame[10..], &[r.as_raw_fd()]))
         }
         "flood" => {
-            let send = Send { to: Target::Role("b".into()), ns: "_".into(), name: "flooded".into() };
+            let send = Send { to: Target::Role("b".into()), ns: "_", name: "flooded" };
             let one = encode_frame(Kind::Send as u8, &send, &[0u8; 64], 0, 1 << 20).expect("a frame");
             let batch: Vec<u8> = one.iter().copied().cycle().take(one.len() * 1000).collect();
             (0..200).try_for_each(|_| write_all(&fd, &batch)).map(|()| 0)

@@ -1,0 +1,222 @@
+//! Hand-written decoding of the frames a busy worker receives most
+//! ([`Deliver`](crate::wire::Deliver) and [`Call`](crate::wire::Call)), for
+//! speed: no serde visitor, and names left as bytes so that a name already
+//! interned needs no UTF-8 check again.
+//!
+//! It reads postcard's encoding (SPEC.md §4) and accepts exactly what
+//! postcard accepts, or gives up (`None`) so that the caller falls back to
+//! the generic [`Message::parse`](crate::wire::Message::parse), which then
+//! decides (and reports any error). A test checks the two agree on every
+//! input it is given.
+
+use crate::wire::Source;
+use alloc::vec::Vec;
+
+/// A [`Deliver`](crate::wire::Deliver) body, its names as raw bytes.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct HotDeliver<'a> {
+    pub from: Source,
+    pub ns: &'a [u8],
+    pub name: &'a [u8],
+    /// Where the payload starts in the body.
+    pub payload_at: usize,
+}
+
+/// A [`Call`](crate::wire::Call) body, its names as raw bytes.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct HotCall<'a> {
+    pub id: u64,
+    pub from: Source,
+    pub ns: &'a [u8],
+    pub name: &'a [u8],
+    pub callbacks: Vec<u64>,
+    /// Where the payload starts in the body.
+    pub payload_at: usize,
+}
+
+/// Decodes a `Deliver` body, or `None` to fall back to postcard.
+pub(crate) fn deliver(body: &[u8]) -> Option<HotDeliver<'_>> {
+    let mut r = Reader { buf: body, at: 0 };
+    let from = r.source()?;
+    let ns = r.bytes()?;
+    let name = r.bytes()?;
+    Some(HotDeliver { from, ns, name, payload_at: r.at })
+}
+
+/// Decodes a `Call` body, or `None` to fall back to postcard.
+pub(crate) fn call(body: &[u8]) -> Option<HotCall<'_>> {
+    let mut r = Reader { buf: body, at: 0 };
+    let id = r.u64()?;
+    let from = r.source()?;
+    let ns = r.bytes()?;
+    let name = r.bytes()?;
+    let _timeout_ms = r.u64()?;
+    let count = r.small()?;
+    let mut callbacks = Vec::new();
+    for _ in 0..count {
+        callbacks.push(r.u64()?);
+    }
+    Some(HotCall { id, from, ns, name, callbacks, payload_at: r.at })
+}
+
+struct Reader<'a> {
+    buf: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn byte(&mut self) -> Option<u8> {
+        let b = *self.buf.get(self.at)?;
+        self.at += 1;
+        Some(b)
+    }
+
+    /// A varint below 128 (one byte): enum tags, short lengths and counts.
+    /// Anything longer falls back.
+    fn small(&mut self) -> Option<usize> {
+        let b = self.byte()?;
+        (b < 0x80).then_some(usize::from(b))
+    }
+
+    /// A varint of at most `max` bytes whose last byte is at most `last`
+    /// (postcard's rule for an integer of that width).
+    fn varint(&mut self, max: usize, last: u8) -> Option<u64> {
+        let mut out = 0u64;
+        for i in 0..max {
+            let b = self.byte()?;
+            out |= u64::from(b & 0x7f) << (7 * i);
+            if b & 0x80 == 0 {
+                return (i + 1 < max || b <= last).then_some(out);
+            }
+        }
+        None
+    }
+
+    fn u64(&mut self) -> Option<u64> {
+        self.varint(10, 0x01)
+    }
+
+    fn u32(&mut self) -> Option<u32> {
+        self.varint(5, 0x0f).map(|v| v as u32)
+    }
+
+    fn bytes(&mut self) -> Option<&'a [u8]> {
+        let len = self.small()?;
+        let s = self.buf.get(self.at..self.at + len)?;
+        self.at += len;
+        Some(s)
+    }
+
+    fn source(&mut self) -> Option<Source> {
+        match self.small()? {
+            0 => Some(Source::Kingpin),
+            1 => {
+                let id = self.u64()?;
+                let pid = self.u32()?;
+                Some(Source::Worker { id, pid })
+            }
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::{Call, Deliver};
+    use alloc::string::String;
+    use alloc::vec;
+    use proptest::prelude::*;
+
+    fn generic_deliver(body: &[u8]) -> Option<(Deliver<&str>, usize)> {
+        let (d, rest) = postcard::take_from_bytes::<Deliver<&str>>(body).ok()?;
+        Some((d, body.len() - rest.len()))
+    }
+
+    fn generic_call(body: &[u8]) -> Option<(Call<&str>, usize)> {
+        let (c, rest) = postcard::take_from_bytes::<Call<&str>>(body).ok()?;
+        Some((c, body.len() - rest.len()))
+    }
+
+    fn utf8(b: &[u8]) -> bool {
+        core::str::from_utf8(b).is_ok()
+    }
+
+    /// Whenever the fast path decodes (and the names are UTF-8, which the
+    /// interner checks), postcard decodes the same.
+    fn agree_deliver(body: &[u8]) {
+        if let Some(h) = deliver(body).filter(|h| utf8(h.ns) && utf8(h.name)) {
+            let (g, at) = generic_deliver(body).expect("postcard accepts what the fast path accepts");
+            assert_eq!((h.from, h.ns, h.name, h.payload_at), (g.from, g.ns.as_bytes(), g.name.as_bytes(), at));
+        }
+    }
+
+    fn agree_call(body: &[u8]) {
+        if let Some(h) = call(body).filter(|h| utf8(h.ns) && utf8(h.name)) {
+            let (g, at) = generic_call(body).expect("postcard accepts what the fast path accepts");
+            assert_eq!(
+                (h.id, h.from, h.ns, h.name, h.callbacks, h.payload_at),
+                (g.id, g.from, g.ns.as_bytes(), g.name.as_bytes(), g.callbacks, at)
+            );
+        }
+    }
+
+    fn source() -> impl Strategy<Value = Source> {
+        prop_oneof![
+            Just(Source::Kingpin),
+            (any::<u64>(), any::<u32>()).prop_map(|(id, pid)| Source::Worker { id, pid })
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn encoded_deliveries_decode_fast(from in source(), ns in "[a-z_.]{0,20}", name in ".{0,30}", payload in proptest::collection::vec(any::<u8>(), 0..40)) {
+            let mut body = postcard::to_allocvec(&Deliver { from, ns: ns.as_str(), name: name.as_str() }).unwrap();
+            body.extend_from_slice(&payload);
+            agree_deliver(&body);
+            let h = deliver(&body).expect("short names take the fast path");
+            prop_assert_eq!(&body[h.payload_at..], &payload[..]);
+        }
+
+        #[test]
+        fn encoded_calls_decode_fast(id in any::<u64>(), from in source(), ns in "[a-z_]{0,10}", name in "[a-z]{0,10}", timeout_ms in any::<u64>(), callbacks in proptest::collection::vec(any::<u64>(), 0..5)) {
+            let meta = Call { id, from, ns: ns.as_str(), name: name.as_str(), timeout_ms, callbacks };
+            let body = postcard::to_allocvec(&meta).unwrap();
+            agree_call(&body);
+            prop_assert!(call(&body).is_some());
+        }
+
+        #[test]
+        fn arbitrary_bodies_never_disagree(body in proptest::collection::vec(any::<u8>(), 0..48)) {
+            agree_deliver(&body);
+            agree_call(&body);
+        }
+
+        #[test]
+        fn mutated_bodies_never_disagree(from in source(), name in "[a-z]{0,8}", flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4)) {
+            let mut body = postcard::to_allocvec(&Deliver { from, ns: "_", name: name.as_str() }).unwrap();
+            for (i, b) in flips {
+                let i = i.index(body.len());
+                body[i] = b;
+            }
+            agree_deliver(&body);
+        }
+    }
+
+    #[test]
+    fn long_names_and_bad_varints_fall_back() {
+        let long = String::from_utf8(vec![b'x'; 200]).unwrap();
+        let body = postcard::to_allocvec(&Deliver { from: Source::Kingpin, ns: "_", name: long.as_str() }).unwrap();
+        assert!(deliver(&body).is_none());
+        assert!(generic_deliver(&body).is_some());
+        // An 11-byte varint id, and one whose tenth byte overflows.
+        let mut bad = vec![1u8];
+        bad.extend([0xff; 10]);
+        assert!(deliver(&bad).is_none());
+        let mut over = vec![1u8];
+        over.extend([0xff; 9]);
+        over.push(0x02);
+        assert!(deliver(&over).is_none());
+        assert!(generic_deliver(&over).is_none());
+    }
+}
