@@ -165,9 +165,42 @@ const INTERN_SLOTS: usize = 64;
 ///
 /// It is direct-mapped (a name lives in the one slot its hash picks; a
 /// colliding name replaces it), so it holds at most 64 names of at most 64
-/// bytes each, whatever a peer sends.
+/// bytes each, whatever a peer sends. A name of up to 16 bytes is found by
+/// comparing two words and its length, without a byte loop.
 pub(crate) struct Interner {
-    slots: [Option<Text>; INTERN_SLOTS],
+    slots: [Option<(Key, Text)>; INTERN_SLOTS],
+}
+
+/// A name's length and its first and last eight bytes (zero-padded when
+/// shorter): the whole name when it has at most 16 bytes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Key {
+    len: usize,
+    head: u64,
+    tail: u64,
+}
+
+impl Key {
+    fn of(bytes: &[u8]) -> Key {
+        let word = |b: &[u8]| {
+            let mut w = [0u8; 8];
+            w[..b.len()].copy_from_slice(b);
+            u64::from_le_bytes(w)
+        };
+        let len = bytes.len();
+        let (head, tail) = if len <= 8 { (word(bytes), 0) } else { (word(&bytes[..8]), word(&bytes[len - 8..])) };
+        Key { len, head, tail }
+    }
+
+    /// Whether the key alone tells the bytes (no comparison needed).
+    fn is_whole(&self) -> bool {
+        self.len <= 16
+    }
+
+    fn slot(&self) -> usize {
+        let mixed = (self.head ^ self.tail.rotate_left(29) ^ self.len as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        (mixed >> 58) as usize % INTERN_SLOTS
+    }
 }
 
 impl Interner {
@@ -177,39 +210,42 @@ impl Interner {
 
     /// The shared [`Text`] for `s`.
     pub(crate) fn intern(&mut self, s: &str) -> Text {
-        if s.len() > INTERN_MAX_LEN {
-            return Text::from(s);
-        }
-        let slot = &mut self.slots[fnv1a(s.as_bytes()) as usize % INTERN_SLOTS];
-        match slot {
-            Some(t) if t.as_str() == s => t.clone(),
-            _ => slot.insert(Text::from(s)).clone(),
+        match self.find(s.as_bytes()) {
+            Ok(t) => t,
+            Err(slot) => self.insert(slot, s),
         }
     }
-}
 
-impl Interner {
     /// The shared [`Text`] for `bytes`, or `None` if they are not UTF-8. A
     /// name found in the table was checked when it went in, so a repeated
     /// name costs no UTF-8 check.
     pub(crate) fn intern_bytes(&mut self, bytes: &[u8]) -> Option<Text> {
-        if bytes.len() > INTERN_MAX_LEN {
-            return core::str::from_utf8(bytes).ok().map(Text::from);
-        }
-        let slot = &mut self.slots[fnv1a(bytes) as usize % INTERN_SLOTS];
-        match slot {
-            Some(t) if t.as_bytes() == bytes => Some(t.clone()),
-            _ => {
-                let s = core::str::from_utf8(bytes).ok()?;
-                Some(slot.insert(Text::from(s)).clone())
-            }
+        match self.find(bytes) {
+            Ok(t) => Some(t),
+            Err(slot) => Some(self.insert(slot, core::str::from_utf8(bytes).ok()?)),
         }
     }
-}
 
-/// FNV-1a, 32 bits: enough to spread a handful of short names.
-fn fnv1a(bytes: &[u8]) -> u32 {
-    bytes.iter().fold(0x811c_9dc5u32, |h, &b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193))
+    /// The interned name, or where it would go (`None`: too long to keep).
+    fn find(&self, bytes: &[u8]) -> Result<Text, Option<(usize, Key)>> {
+        if bytes.len() > INTERN_MAX_LEN {
+            return Err(None);
+        }
+        let key = Key::of(bytes);
+        let slot = key.slot();
+        match &self.slots[slot] {
+            Some((k, t)) if *k == key && (key.is_whole() || t.as_bytes() == bytes) => Ok(t.clone()),
+            _ => Err(Some((slot, key))),
+        }
+    }
+
+    fn insert(&mut self, at: Option<(usize, Key)>, s: &str) -> Text {
+        let text = Text::from(s);
+        if let Some((slot, key)) = at {
+            self.slots[slot] = Some((key, text.clone()));
+        }
+        text
+    }
 }
 
 #[cfg(test)]
@@ -238,6 +274,27 @@ mod tests {
     }
 
     #[test]
+    fn names_that_share_words_or_padding_stay_apart() {
+        let mut i = Interner::new();
+        // Same head and tail words, other lengths or middles; zero bytes.
+        let names: [&[u8]; 8] = [
+            b"",
+            b"\0",
+            b"\0\0",
+            b"abcdefgh",
+            b"abcdefghabcdefgh",
+            b"abcdefgh_abcdefgh",
+            b"abcdefgh-abcdefgh",
+            b"abcdefgXh",
+        ];
+        for _ in 0..2 {
+            for n in names {
+                assert_eq!(i.intern_bytes(n).unwrap().as_bytes(), n);
+            }
+        }
+    }
+
+    #[test]
     fn long_and_colliding_names_stay_correct() {
         let mut i = Interner::new();
         let long = "x".repeat(INTERN_MAX_LEN + 1);
@@ -246,7 +303,7 @@ mod tests {
             let s = n.to_string();
             assert_eq!(i.intern(&s), s);
         }
-        assert!(i.slots.iter().flatten().all(|t| t.len() <= INTERN_MAX_LEN));
+        assert!(i.slots.iter().flatten().all(|(_, t)| t.len() <= INTERN_MAX_LEN));
     }
 
     #[test]
