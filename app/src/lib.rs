@@ -19,6 +19,18 @@
 //!   [`kingpin`]: turning proto's events into the application's, handing
 //!   answers to proto, starting and reaping workers, shared listeners,
 //!   broadcasts) and of a worker (in [`worker`]).
+//!
+//! A message as a handler gets it (with either runtime): who sent it, its
+//! namespace and name, the payload, and any fds (owned: dropping the
+//! message closes them).
+//!
+//! ```
+//! use mob_app::Message;
+//!
+//! let payload = mob_proto::wire::encode_payload("hello").unwrap();
+//! let msg = Message { from: 7u32, ns: "_".into(), name: "greet".into(), payload: payload.into(), fds: Vec::new() };
+//! assert_eq!((msg.name.as_str(), msg.decode::<String>().unwrap()), ("greet", "hello".to_string()));
+//! ```
 #![deny(missing_docs)]
 
 mod answer;

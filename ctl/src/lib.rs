@@ -25,6 +25,7 @@
 //! }
 //! # Ok::<(), mob_ctl::CtlError>(())
 //! ```
+#![deny(missing_docs)]
 
 use mob_proto::WorkerState;
 use mob_proto::control::{

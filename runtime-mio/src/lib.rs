@@ -10,13 +10,17 @@
 //! and an entry function, and [`App::run`]. The same binary is the kingpin
 //! when started by hand and a worker when started by its kingpin.
 //!
-//! ```no_run
-//! use mob_mio::{App, Error, Mobster, Target};
+//! This example runs as it stands (it is a doc test): the kingpin starts two
+//! `echo` workers (re-executions of this same program), asks one of them,
+//! prints the answer and stops.
+//!
+//! ```
+//! use mob_mio::{App, Error, Event, Mobster, Target};
 //!
 //! fn echo(mut mob: Mobster) -> Result<(), Error> {
-//!     mob.on("ping", |mob, msg| {
-//!         let text: String = msg.decode().unwrap_or_default();
-//!         mob.send(Target::Kingpin, "pong", &text).ok();
+//!     mob.on_request("upper", |_mob, req| {
+//!         let text: String = req.decode().unwrap_or_default();
+//!         req.respond(&text.to_uppercase()).ok();
 //!     });
 //!     mob.run()
 //! }
@@ -25,8 +29,15 @@
 //!     App::new("echoes")
 //!         .role("echo", 2, echo)
 //!         .on_event(|kingpin, event| {
-//!             if let mob_mio::Event::WorkerUp(w) = event {
-//!                 kingpin.send(Target::Pid(w.pid), "ping", "hello").ok();
+//!             if let Event::AppOnline = event {
+//!                 let asked = kingpin.request(Target::Any("echo".into()), "upper", "hello").and_then(|r| {
+//!                     r.then(|kingpin, reply| {
+//!                         let text: String = reply.expect("an answer").decode().expect("a string");
+//!                         assert_eq!(text, "HELLO");
+//!                         kingpin.stop(); // soft kill: the workers drain and exit
+//!                     })
+//!                 });
+//!                 asked.expect("asked");
 //!             }
 //!         })
 //!         .run()
@@ -37,6 +48,7 @@
 //! end of stream on their channel); a worker that dies is revived; a worker
 //! that sends garbage loses its link and is replaced, and no other worker
 //! notices.
+#![deny(missing_docs)]
 
 mod app;
 mod control;

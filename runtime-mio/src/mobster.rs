@@ -44,7 +44,7 @@ pub struct Proxy {
 
 impl Proxy {
     /// Starts a call of exported function `name` with `args`. Calling a name
-    /// the role does not export ends in [`RequestError::NotExported`].
+    /// the role does not export ends in [`RequestError::NotExported`](crate::RequestError::NotExported).
     pub fn call<'a, T: Serialize + ?Sized>(
         &self,
         mob: &'a mut Mobster,

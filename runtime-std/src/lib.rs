@@ -22,7 +22,10 @@
 //! The two runtimes speak the same protocol: a `mob-std` worker runs under a
 //! `mob-mio` kingpin and the other way round ([`App::role_exe`]).
 //!
-//! ```no_run
+//! This example runs as it stands (it is a doc test): two `echo` workers
+//! (re-executions of this same program), one request, then a soft stop.
+//!
+//! ```
 //! use mob_std::{App, Error, Event, Incoming, Mobster, Target};
 //!
 //! fn echo(mut mob: Mobster) -> Result<(), Error> {
@@ -46,12 +49,17 @@
 //! fn main() -> std::process::ExitCode {
 //!     App::new("echoes")
 //!         .role("echo", 2, echo)
-//!         .on_event(|kingpin, event| match event {
-//!             Event::WorkerUp(w) => {
-//!                 kingpin.send(Target::Pid(w.pid), "ping", "hello").ok();
+//!         .on_event(|kingpin, event| {
+//!             if let Event::AppOnline = event {
+//!                 let asked = kingpin.request(Target::Any("echo".into()), "upper", "hello").and_then(|r| {
+//!                     r.then(|kingpin, reply| {
+//!                         let text: String = reply.expect("an answer").decode().expect("a string");
+//!                         assert_eq!(text, "HELLO");
+//!                         kingpin.stop(); // soft kill: the workers see Incoming::Stop
+//!                     })
+//!                 });
+//!                 asked.expect("asked");
 //!             }
-//!             Event::Message(m) => println!("{} says {:?}", m.from.pid, m.decode::<String>()),
-//!             _ => {}
 //!         })
 //!         .run()
 //! }

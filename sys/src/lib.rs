@@ -10,6 +10,21 @@
 //! systemd and as a container's PID 1: sockets passed at start, `sd_notify`
 //! datagrams, and reaping orphans. [`inherit`] is a worker's start: its
 //! channel and identity, for workers that drive `mob-proto` themselves.
+//!
+//! Two ends of a channel, an fd passed from one to the other:
+//!
+//! ```
+//! use mob_sys::channel::{recv_with_fds, send_with_fds, socketpair};
+//! use std::os::fd::AsRawFd;
+//!
+//! let (a, b) = socketpair().unwrap();
+//! let file = std::fs::File::open("/dev/null").unwrap();
+//! send_with_fds(&a, b"hi", &[file.as_raw_fd()]).unwrap();
+//! let (mut buf, mut fds) = ([0u8; 16], Vec::new());
+//! let n = recv_with_fds(&b, &mut buf, &mut fds).unwrap();
+//! assert_eq!((&buf[..n], fds.len()), (&b"hi"[..], 1)); // a new fd, owned here
+//! ```
+#![deny(missing_docs)]
 
 pub mod activation;
 pub mod channel;

@@ -271,7 +271,7 @@ pub fn rss_kib(pid: u32) -> u64 {
 /// ```
 ///
 /// `on_both_runtimes!(http_app: NAME, ...)` does the same with the seed's
-/// HTTP app (the `myapp` example of each runtime: `mob-http-app`,
+/// HTTP app (the `myapp` / `myapp_std` example of each runtime: `mob-http-app`,
 /// `mob-std-http-app`).
 #[macro_export]
 macro_rules! on_both_runtimes {

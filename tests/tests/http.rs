@@ -1,4 +1,4 @@
-//! The seed's HTTP app (each runtime's `myapp` example) with real
+//! The seed's HTTP app (each runtime's `myapp` / `myapp_std` example) with real
 //! processes: every request answered by both front workers reaching every
 //! back worker on a shared listener, an exact spread when the kingpin
 //! distributes connections, and a port that keeps answering while a front

@@ -11,10 +11,10 @@
 //! it as `Incoming::Connection`.
 //!
 //! Socket-activated (a `.socket` unit with `FileDescriptorName=web`, or
-//! `systemd-socket-activate -l 127.0.0.1:1337 --fdname=web myapp`), the
+//! `systemd-socket-activate -l 127.0.0.1:1337 --fdname=web myapp_std`), the
 //! kingpin takes the socket systemd passed instead of binding one.
 //!
-//! Run: `cargo run --example myapp -p mob-std`, then `curl 127.0.0.1:1337`.
+//! Run: `cargo run --example myapp_std -p mob-std`, then `curl 127.0.0.1:1337`.
 
 use mob_std::{App, Error, Event, Incoming, ListenAddr, ListenMode, Listener, Mobster};
 use std::io::{BufRead, BufReader, Write};
