@@ -84,6 +84,7 @@
 #![deny(missing_docs)]
 
 mod app;
+mod control;
 mod kingpin;
 mod link;
 mod loop_tx;
