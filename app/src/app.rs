@@ -46,7 +46,7 @@ pub trait Runtime: Sized + 'static {
 }
 
 /// A runtime whose kingpin can listen on a control socket for the `mob`
-/// command (`mob-mio`'s; `mob-std`'s has none yet).
+/// command (both `mob-mio`'s and `mob-std`'s).
 pub trait ControlSocket: Runtime {
     /// Opens the control socket at `path` (mode 0600, only the kingpin's
     /// own user is answered).

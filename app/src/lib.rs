@@ -38,6 +38,7 @@ mod app;
 mod clock;
 mod command;
 mod completions;
+pub mod control;
 mod error;
 mod handle;
 mod job;

@@ -4,7 +4,7 @@
 use mio::net::{UnixListener, UnixStream};
 use mio::{Interest, Registry, Token};
 use mob_proto::{ControlId, ControlOutput, ControlServer, Instant};
-use mob_sys::control::{SocketFile, bind_private, check_peer, my_uid};
+use mob_sys::control::{SocketFile, bind_private, my_uid};
 use slab::Slab;
 use std::collections::HashMap;
 use std::io::{ErrorKind, Read};
@@ -78,18 +78,11 @@ impl Control {
                     return;
                 }
             };
-            if let Err(why) = check_peer(&stream, self.uid) {
-                log::warn!("control: refused a connection on {}: {why}", self.file.path().display());
+            // The server's limit is far below the token range's.
+            if !mob_app::control::check(&stream, self.uid, self.file.path()) {
                 continue;
             }
-            if self.conns.len() >= MAX_CONNS {
-                log::warn!("control: refused a connection: too many open");
-                continue;
-            }
-            let Ok(id) = self.server.open() else {
-                log::warn!("control: refused a connection: too many open");
-                continue;
-            };
+            let Some(id) = mob_app::control::open(&mut self.server) else { continue };
             let entry = self.conns.vacant_entry();
             let token = Token(FIRST_CONN + entry.key());
             if let Err(e) = registry.register(&mut stream, token, Interest::READABLE | Interest::WRITABLE) {

@@ -6,6 +6,7 @@ use mob_proto::KingpinConfig;
 use mob_sys::listen::{ListenAddr, ListenMode};
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
+use std::path::Path;
 use std::process::ExitCode;
 
 /// A mob application: its name, its roles and what each runs (see
@@ -64,5 +65,11 @@ impl mob_app::Runtime for Kingpin {
 
     fn mobster(env: WorkerEnv, channel: OwnedFd) -> Result<Mobster, Error> {
         Mobster::new(env, channel)
+    }
+}
+
+impl mob_app::ControlSocket for Kingpin {
+    fn control_socket(&mut self, path: &Path) -> Result<(), Error> {
+        Kingpin::control_socket(self, path)
     }
 }

@@ -134,6 +134,8 @@ pub struct Kingpin {
     orphans: bool,
     /// Workers' stdout and stderr, prefixed; `None`: inherited as they are.
     output: Option<crate::output::Output>,
+    /// The control socket, if one was opened.
+    control: Option<crate::control::Control>,
 }
 
 impl Kingpin {
@@ -193,6 +195,7 @@ impl Kingpin {
             systemd,
             orphans: mob_sys::reap::receives_orphans(),
             output: Some(crate::output::Output::default()),
+            control: None,
         })
     }
 
@@ -218,6 +221,21 @@ impl Kingpin {
         if on != self.output.is_some() {
             self.output = on.then(crate::output::Output::default);
         }
+    }
+
+    /// Opens the control socket at `path`: a Unix socket only this user can
+    /// use (mode 0600, and every connection's user checked with
+    /// `SO_PEERCRED`; others are refused and logged), which the `mob`
+    /// command uses for `status`, `resize`, `reload`, `stop` and `kill`
+    /// (`SPEC.md` section 16). A stale socket left at `path` is replaced; the
+    /// socket is removed when the kingpin exits.
+    ///
+    /// A thread of the kingpin's accepts (blocking); each connection has a
+    /// reader and a writer thread, so a client never blocks the loop.
+    pub fn control_socket(&mut self, path: impl AsRef<std::path::Path>) -> Result<(), Error> {
+        let control = crate::control::Control::bind(path.as_ref(), self.tx.sender(), self.clock.now())?;
+        self.control = Some(control);
+        Ok(())
     }
 
     /// Every worker that has a link, with its phase.
@@ -382,6 +400,9 @@ impl Kingpin {
         if let Some(output) = &self.output {
             output.finish();
         }
+        if let Some(control) = self.control.take() {
+            control.close_all();
+        }
         Ok(if self.exit == Some(true) { ExitCode::SUCCESS } else { ExitCode::FAILURE })
     }
 
@@ -512,6 +533,11 @@ impl Kingpin {
                 }
             }
             Msg::App(cmd) => self.command(cmd),
+            Msg::Control(msg) => {
+                if let Some(control) = &mut self.control {
+                    control.handle(msg, &mut self.proto, now);
+                }
+            }
             Msg::Worker(_) => {}
         }
     }

@@ -14,8 +14,9 @@
 //!   Heartbeats, timeouts and health reports run on the mobster's own
 //!   threads, whatever the application does.
 //! - The kingpin side is `mob-mio`'s, on threads: the same [`App`],
-//!   [`Kingpin`], [`Event`], requests and work queue, supervision, routing
-//!   and shutdown; moving a kingpin between the two runtimes is a change of
+//!   [`Kingpin`], [`Event`], requests and work queue, supervision, routing,
+//!   shutdown and the control socket for the `mob` command
+//!   ([`Kingpin::control_socket`]); moving a kingpin between the two runtimes is a change of
 //!   import. Requests and jobs can also be waited for on the kingpin's own
 //!   thread.
 //!
@@ -84,6 +85,7 @@
 #![deny(missing_docs)]
 
 mod app;
+mod control;
 mod kingpin;
 mod link;
 mod loop_tx;

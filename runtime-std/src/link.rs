@@ -60,6 +60,8 @@ pub(crate) enum Msg {
     App(Command),
     /// A command only a mobster's loop takes.
     Worker(WorkerCommand),
+    /// From the control socket's threads (kingpin only).
+    Control(crate::control::ControlMsg),
 }
 
 /// Read-ahead accounting shared by a reader thread and the loop.
@@ -79,7 +81,7 @@ impl Credit {
 
     /// The reader read `n` bytes: counts them and waits while too much is
     /// outstanding. False once the link is closed.
-    fn take(&self, n: usize) -> bool {
+    pub(crate) fn take(&self, n: usize) -> bool {
         let mut s = self.lock();
         s.0 += n;
         while s.0 > READ_AHEAD && !s.1 {

@@ -533,7 +533,7 @@ impl Driver {
             Msg::ReadEnd { end: ReadEnd::Eof, .. } => self.proto.handle_eof(),
             Msg::ReadEnd { end: ReadEnd::Failed(what), .. } => self.proto.handle_link_error(what),
             Msg::WritesDone => {}
-            Msg::Signals(_) => {}
+            Msg::Signals(_) | Msg::Control(_) => {}
             Msg::App(cmd) => self.command(cmd),
             Msg::Worker(cmd) => self.worker_command(cmd),
         }

@@ -1,6 +1,6 @@
 //! The control socket and the `mob` command against a running app
-//! (mob-mio): status lists every worker, resize, reload, stop and kill do
-//! what they say, and another user is refused.
+//! (on both runtimes): status lists every worker, resize, reload, stop and
+//! kill do what they say, and another user is refused.
 
 use mob_tests::{TestApp, alive, eventually};
 use std::collections::{BTreeMap, BTreeSet};
@@ -20,14 +20,11 @@ fn scratch(name: &str) -> PathBuf {
     dir
 }
 
-/// The app with a control socket; its socket path.
-fn start(name: &str, roles: &str) -> (TestApp, PathBuf) {
-    let socket = scratch(name).join("ctl.sock");
-    let app = TestApp::start(
-        env!("CARGO_BIN_EXE_mob-test-app"),
-        roles,
-        &[("MOB_TEST_CONTROL", socket.to_str().unwrap()), ("MOB_TEST_LOG", "1")],
-    );
+/// The app `exe` with a control socket; its socket path.
+fn start(exe: &str, name: &str, roles: &str) -> (TestApp, PathBuf) {
+    let runtime = Path::new(exe).file_name().and_then(|n| n.to_str()).unwrap_or("app");
+    let socket = scratch(&format!("{name}-{runtime}")).join("ctl.sock");
+    let app = TestApp::start(exe, roles, &[("MOB_TEST_CONTROL", socket.to_str().unwrap()), ("MOB_TEST_LOG", "1")]);
     (app, socket)
 }
 
@@ -58,7 +55,19 @@ fn mob_as(cli: &str, uid: Option<u32>, socket: &Path, args: &[&str]) -> Run {
     if let Some(uid) = uid {
         cmd.uid(uid).gid(uid);
     }
-    let out = cmd.output().expect("run the mob command");
+    // A copy of the command just written may be busy for a moment: a child
+    // another test's thread forked meanwhile holds the copy's write fd
+    // until it execs (ETXTBSY). Trying again is the known cure.
+    let mut tries = 0;
+    let out = loop {
+        match cmd.output() {
+            Err(e) if e.raw_os_error() == Some(nix::libc::ETXTBSY) && tries < 100 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            result => break result.expect("run the mob command"),
+        }
+    };
     Run {
         code: out.status.code(),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -89,9 +98,8 @@ fn ready_pids(socket: &Path, role: &str) -> BTreeSet<u32> {
     status(socket).into_iter().filter(|r| r.0 == role && r.3 == "ready").map(|r| r.2).collect()
 }
 
-#[test]
-fn status_lists_every_worker_with_its_pid() {
-    let (app, socket) = start("status", "web:2,jobs:1");
+fn status_lists_every_worker_with_its_pid(exe: &str) {
+    let (app, socket) = start(exe, "status", "web:2,jobs:1");
     let pids = online(&app);
     let run = mob(&socket, &["status"]);
     assert!(run.stdout.starts_with(&format!("testapp  kingpin {}  up ", app.pid())), "{}", run.stdout);
@@ -107,9 +115,8 @@ fn status_lists_every_worker_with_its_pid() {
     app.wait_for(|l| l.what == "log" && l.rest.contains("asks Status"));
 }
 
-#[test]
-fn resize_changes_the_worker_count() {
-    let (app, socket) = start("resize", "web:1");
+fn resize_changes_the_worker_count(exe: &str) {
+    let (app, socket) = start(exe, "resize", "web:1");
     online(&app);
     let run = mob(&socket, &["resize", "web", "3"]);
     assert_eq!((run.code, run.stdout.as_str()), (Some(0), "testapp: resized to 3 workers\n"), "{}", run.stderr);
@@ -129,9 +136,8 @@ fn resize_changes_the_worker_count() {
     assert!(run.stderr.contains("unknown role \"nope\""), "{}", run.stderr);
 }
 
-#[test]
-fn reload_replaces_every_worker() {
-    let (app, socket) = start("reload", "web:2");
+fn reload_replaces_every_worker(exe: &str) {
+    let (app, socket) = start(exe, "reload", "web:2");
     let before = online(&app).remove("web").unwrap();
     let run = mob(&socket, &["reload", "web"]);
     assert_eq!((run.code, run.stdout.as_str()), (Some(0), "testapp: reloading\n"), "{}", run.stderr);
@@ -142,9 +148,8 @@ fn reload_replaces_every_worker() {
     assert!(eventually(mob_tests::DEADLINE, || before.iter().all(|p| !alive(*p))), "the old workers exit");
 }
 
-#[test]
-fn stop_waits_for_a_clean_exit_and_the_socket_goes() {
-    let (mut app, socket) = start("stop", "web:2");
+fn stop_waits_for_a_clean_exit_and_the_socket_goes(exe: &str) {
+    let (mut app, socket) = start(exe, "stop", "web:2");
     let pids = online(&app).remove("web").unwrap();
     let run = mob(&socket, &["stop"]);
     assert_eq!(run.code, Some(0), "{}", run.stderr);
@@ -155,9 +160,8 @@ fn stop_waits_for_a_clean_exit_and_the_socket_goes() {
     assert!(!socket.exists(), "the kingpin removes its socket");
 }
 
-#[test]
-fn kill_kills_every_worker_and_the_kingpin_exits() {
-    let (mut app, socket) = start("kill", "web:2");
+fn kill_kills_every_worker_and_the_kingpin_exits(exe: &str) {
+    let (mut app, socket) = start(exe, "kill", "web:2");
     let pids = online(&app).remove("web").unwrap();
     let run = mob(&socket, &["kill"]);
     assert_eq!(run.code, Some(0), "{}", run.stderr);
@@ -166,10 +170,9 @@ fn kill_kills_every_worker_and_the_kingpin_exits() {
     assert!(pids.iter().all(|p| !alive(*p)));
 }
 
-#[test]
-fn another_user_is_refused() {
+fn another_user_is_refused(exe: &str) {
     const NOBODY: u32 = 65534;
-    let (app, socket) = start("refused", "web:1");
+    let (app, socket) = start(exe, "refused", "web:1");
     online(&app);
     // The command, where user nobody may run it.
     let cli = socket.with_file_name("mob");
@@ -195,6 +198,35 @@ fn another_user_is_refused() {
     assert_eq!(status(&socket).len(), 1);
 }
 
+fn a_client_that_does_not_read_holds_up_no_one(exe: &str) {
+    use mob_proto::control::{ControlClient, ControlCommand};
+    use std::io::Write;
+    let (app, socket) = start(exe, "unread", "web:1");
+    online(&app);
+    // Asks for far more than the socket buffers hold, and reads nothing.
+    let mut greedy = std::os::unix::net::UnixStream::connect(&socket).expect("connect");
+    let mut client = ControlClient::new("greedy");
+    for _ in 0..20_000 {
+        client.request(&ControlCommand::Status).expect("a request");
+    }
+    greedy.write_all(&client.take_transmit()).expect("the requests go out");
+    // Everyone else is still answered.
+    let mut other = Command::new(CLI).arg("-s").arg(&socket).arg("status").spawn().expect("run the mob command");
+    let answered = eventually(mob_tests::DEADLINE, || other.try_wait().ok().flatten().is_some());
+    let _ = other.kill();
+    assert!(answered, "the kingpin answers another client");
+    assert_eq!(other.wait().ok().and_then(|s| s.code()), Some(0));
+    // Past 8 MiB of unread replies, the kingpin closes the connection.
+    let closed = (0..200).any(|_| {
+        for _ in 0..5_000 {
+            client.request(&ControlCommand::Status).expect("a request");
+        }
+        greedy.write_all(&client.take_transmit()).is_err()
+    });
+    assert!(closed, "the kingpin closes a connection that does not read");
+    assert_eq!(status(&socket).len(), 1);
+}
+
 #[test]
 fn without_a_socket_the_command_says_how_to_give_one() {
     let out = Command::new(CLI).arg("status").env_remove("MOB_CONTROL_SOCKET").output().unwrap();
@@ -204,3 +236,13 @@ fn without_a_socket_the_command_says_how_to_give_one() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/ctl.sock"));
 }
+
+mob_tests::on_both_runtimes!(
+    status_lists_every_worker_with_its_pid,
+    resize_changes_the_worker_count,
+    reload_replaces_every_worker,
+    stop_waits_for_a_clean_exit_and_the_socket_goes,
+    kill_kills_every_worker_and_the_kingpin_exits,
+    another_user_is_refused,
+    a_client_that_does_not_read_holds_up_no_one,
+);

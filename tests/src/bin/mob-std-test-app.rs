@@ -12,8 +12,7 @@ use mob_std as rt;
 mod kingpin;
 
 fn main() -> ExitCode {
-    // mob-std's kingpin has no control socket.
-    kingpin::main(worker, |app| app)
+    kingpin::main(worker)
 }
 
 fn report(mob: &Mobster, text: String) {

@@ -14,11 +14,7 @@ use mob_mio as rt;
 mod kingpin;
 
 fn main() -> ExitCode {
-    kingpin::main(worker, |app| match std::env::var_os("MOB_TEST_CONTROL") {
-        // MOB_TEST_CONTROL=PATH: the kingpin listens for the `mob` command.
-        Some(path) => app.control_socket(path),
-        None => app,
-    })
+    kingpin::main(worker)
 }
 
 fn report(mob: &mut Mobster, text: String) {

@@ -16,9 +16,8 @@ use std::time::Duration;
 
 /// Runs the test app: the kingpin for the roles its first argument names,
 /// or, re-executed by it, one of its workers (`worker` for every role
-/// without a worker of its own). `extra` adds what only this runtime's
-/// `App` has (`mob-mio`'s control socket).
-pub fn main(worker: rt::Entry, extra: fn(App) -> App) -> ExitCode {
+/// without a worker of its own).
+pub fn main(worker: rt::Entry) -> ExitCode {
     let spec = std::env::args().nth(1).unwrap_or_else(|| "echo:2".into());
     let mut app = App::new("testapp").configure(configure);
     // Roles starting `foreign` run the other runtime's test app (the same
@@ -53,7 +52,10 @@ pub fn main(worker: rt::Entry, extra: fn(App) -> App) -> ExitCode {
     if std::env::var("MOB_TEST_LOG").is_ok() {
         mob_tests::log_to_stdout();
     }
-    app = extra(app);
+    // MOB_TEST_CONTROL=PATH: the kingpin listens for the `mob` command.
+    if let Some(path) = std::env::var_os("MOB_TEST_CONTROL") {
+        app = app.control_socket(path);
+    }
     let mut reader_started = false;
     app.on_event(move |kingpin, event| {
         if !reader_started {

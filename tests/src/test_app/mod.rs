@@ -53,7 +53,7 @@
 //! as NAME, and workers of roles starting `listen` answer each connection
 //! with `hello from PID`. `MOB_TEST_NO_PREFIX` turns the prefixing of
 //! workers' output off; `MOB_TEST_LOG` prints mob's `log` records on
-//! stdout; `MOB_TEST_CONTROL=PATH` opens a control socket (`mob-mio` only).
+//! stdout; `MOB_TEST_CONTROL=PATH` opens a control socket.
 //!
 //! More kingpin commands: `enqueue ROLE TAG TEXT TIMEOUT_MS RETRIES` (prints
 //! `job _ 0 PID TAG ok|err ...`), `jobs ROLE N TIMEOUT_MS RETRIES [TEXT]`
