@@ -895,3 +895,49 @@ proptest! {
         sim.ledger.assert_balanced();
     }
 }
+
+/// A worker drained while it was still starting (a resize down) is being
+/// killed: its Hello, if it arrives first, is not welcomed. It never comes
+/// up, no work is flushed into it, and its exit removes the link.
+#[test]
+fn a_hello_from_a_worker_drained_while_starting_is_not_welcomed() {
+    use mob_proto::wire::{Hello, Kind, MAGIC};
+    use mob_proto::{Event, Kingpin, Output};
+    let now = Instant::ZERO;
+    let mut k = Kingpin::new(KingpinConfig::new("app").role("back", 1));
+    let spawn = std::iter::from_fn(|| k.poll_output())
+        .find_map(|o| match o {
+            Output::Spawn(s) => Some(s),
+            _ => None,
+        })
+        .expect("a spawn");
+    k.handle_spawned(spawn.link, 500, now);
+    // Grow, then shrink before the new worker said hello: the new slot is
+    // drained while its worker is starting, so it is killed.
+    k.resize("back", 2, now);
+    let second = std::iter::from_fn(|| k.poll_output())
+        .find_map(|o| match o {
+            Output::Spawn(s) => Some(s),
+            _ => None,
+        })
+        .expect("a second spawn");
+    k.handle_spawned(second.link, 501, now);
+    while k.poll_output().is_some() {}
+    k.resize("back", 1, now);
+    let outputs: Vec<Output> = std::iter::from_fn(|| k.poll_output()).collect();
+    assert!(outputs.iter().any(|o| matches!(o, Output::Kill { pid: 501, .. })), "{outputs:?}");
+    // Its Hello arrives before the kill takes effect.
+    let hello =
+        Hello { magic: MAGIC, version: PROTOCOL_VERSION, pid: 501, role: "back".into(), slot: 1, exports: vec![] };
+    k.handle_read(second.link, &wire_frame(Kind::Hello, &hello, &[], 0), Vec::new(), now);
+    let outputs: Vec<Output> = std::iter::from_fn(|| k.poll_output()).collect();
+    assert!(
+        !outputs.iter().any(|o| matches!(o, Output::Event(Event::WorkerUp(_)) | Output::Transmit(_))),
+        "a worker being killed is not welcomed: {outputs:?}"
+    );
+    assert!(k.poll_transmit(second.link).is_none(), "no Welcome queued");
+    // Its exit ends the link; the kingpin has one worker of back left.
+    k.handle_exited(501, ExitStatus::Signal(9), now);
+    while k.poll_output().is_some() {}
+    assert!(k.workers().all(|(w, _)| w.pid != 501));
+}

@@ -830,6 +830,12 @@ impl Kingpin {
             starts_ready,
         };
         let Some(l) = self.link_mut(link) else { return };
+        if l.stopping {
+            // Drained or stopped while it was starting: it is being killed.
+            // It is not welcomed (no work is flushed into it); its exit ends
+            // the link and reroutes what waited for it.
+            return;
+        }
         if *l.info.role != *hello.role || l.info.slot != hello.slot {
             let reason =
                 format!("started as {}#{}, hello says {}#{}", l.info.role, l.info.slot, hello.role, hello.slot);
