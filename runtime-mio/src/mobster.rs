@@ -420,7 +420,8 @@ impl Mobster {
                     self.write();
                 }
             }
-            let next = self.proto.poll_timeout().map_or(self.next_health, |t| t.min(self.next_health));
+            let due = self.proto.poll_timeout();
+            let next = due.map_or(self.next_health, |t| t.min(self.next_health));
             let timeout = Some(self.clock.until(next));
             let mut events = std::mem::replace(&mut self.events, Events::with_capacity(0));
             if let Err(e) = self.poll.poll(&mut events, timeout)
@@ -440,7 +441,9 @@ impl Mobster {
             }
             self.events = events;
             let now = self.clock.now();
-            if self.proto.poll_timeout().is_some_and(|t| t <= now) {
+            // Only when something was due: a deadline set during this turn
+            // is seen by the next `poll_timeout`.
+            if due.is_some_and(|t| t <= now) {
                 self.proto.handle_timeout(now);
             }
         }

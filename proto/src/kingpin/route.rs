@@ -61,11 +61,11 @@ impl Kingpin {
         }
     }
 
-    /// The links a one-way target names. Errors if it names none.
+    /// The links an `All` or `Role` target names (`route_send` handles the
+    /// one-link targets itself). Errors if it names none.
     fn resolve_many(&mut self, from: Option<LinkId>, to: &Target) -> Result<Vec<LinkId>, SendError> {
         let mut out = Vec::new();
         match to {
-            Target::Kingpin => return Err(SendError::NoRoute),
             Target::All { include_sender } => {
                 for (key, l) in self.links.iter() {
                     let id = super::make_id(key, l.generation);
@@ -82,7 +82,7 @@ impl Kingpin {
                     }
                 }
             }
-            Target::Any(_) | Target::Pid(_) => out.push(self.resolve_one(to, None)?),
+            Target::Kingpin | Target::Any(_) | Target::Pid(_) => return Err(SendError::NoRoute),
         }
         if out.is_empty() { Err(SendError::NoRoute) } else { Ok(out) }
     }
