@@ -33,7 +33,14 @@ impl Clock {
     /// How long from now until `deadline` (zero if it has passed), capped at
     /// an hour.
     pub fn until(&self, deadline: Instant) -> Duration {
-        deadline.saturating_duration_since(self.now()).min(LONGEST_WAIT)
+        Clock::wait(self.now(), deadline)
+    }
+
+    /// How long to wait at `now` for `deadline` (capped as
+    /// [`Clock::until`] caps it), for a loop that has read the clock
+    /// already.
+    pub fn wait(now: Instant, deadline: Instant) -> Duration {
+        deadline.saturating_duration_since(now).min(LONGEST_WAIT)
     }
 }
 

@@ -2,30 +2,40 @@
 //! hand back everything that has expired.
 
 use crate::time::Instant;
-use alloc::collections::{BTreeMap, BTreeSet};
+use alloc::collections::{BTreeMap, BinaryHeap};
 use alloc::vec::Vec;
+use core::cmp::Reverse;
 
 /// Entries by id, indexed by deadline. [`Instant::MAX`] means "no deadline".
+///
+/// The index is a min-heap that forgets lazily: removing an entry leaves its
+/// heap item behind, stale, to be dropped when it comes to the top (at once
+/// when it is the earliest, as a request answered before the next one's is)
+/// or when stale items outnumber live ones (the heap is rebuilt). So the
+/// top of the heap is always a live entry's deadline, and the heap never
+/// holds more than about twice the entries.
 pub(crate) struct Deadlines<T> {
     entries: BTreeMap<u64, (Instant, T)>,
-    by_time: BTreeSet<(Instant, u64)>,
+    by_time: BinaryHeap<Reverse<(Instant, u64)>>,
 }
 
 impl<T> Deadlines<T> {
     pub(crate) const fn new() -> Self {
-        Deadlines { entries: BTreeMap::new(), by_time: BTreeSet::new() }
+        Deadlines { entries: BTreeMap::new(), by_time: BinaryHeap::new() }
     }
 
     pub(crate) fn len(&self) -> usize {
         self.entries.len()
     }
 
+    /// Adds (or replaces) entry `id`.
     pub(crate) fn insert(&mut self, id: u64, deadline: Instant, value: T) {
-        if let Some((old, _)) = self.entries.insert(id, (deadline, value)) {
-            self.by_time.remove(&(old, id));
-        }
+        let replaced = self.entries.insert(id, (deadline, value)).is_some();
         if deadline != Instant::MAX {
-            self.by_time.insert((deadline, id));
+            self.by_time.push(Reverse((deadline, id)));
+        }
+        if replaced {
+            self.tidy();
         }
     }
 
@@ -37,42 +47,67 @@ impl<T> Deadlines<T> {
         self.entries.get_mut(&id).map(|(_, v)| v)
     }
 
+    /// Takes entry `id` out.
     pub(crate) fn remove(&mut self, id: u64) -> Option<T> {
-        let (deadline, value) = self.entries.remove(&id)?;
-        self.by_time.remove(&(deadline, id));
+        let (_, value) = self.entries.remove(&id)?;
+        self.tidy();
         Some(value)
     }
 
-    /// The earliest deadline, if any.
+    /// The earliest deadline of an entry, if any has one.
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
-        self.by_time.first().map(|(t, _)| *t)
+        self.by_time.peek().map(|Reverse((t, _))| *t)
     }
 
-    /// Removes and returns every entry whose deadline is at or before `now`,
-    /// earliest first.
+    /// Takes out every entry whose deadline is at or before `now`, earliest
+    /// first.
     pub(crate) fn expire(&mut self, now: Instant) -> Vec<(u64, T)> {
         let mut out = Vec::new();
-        while let Some(&(t, id)) = self.by_time.first() {
+        while let Some(&Reverse((t, id))) = self.by_time.peek() {
             if t > now {
                 break;
             }
-            self.by_time.pop_first();
-            if let Some((_, v)) = self.entries.remove(&id) {
+            self.by_time.pop();
+            if self.entries.get(&id).is_some_and(|(d, _)| *d == t)
+                && let Some((_, v)) = self.entries.remove(&id)
+            {
                 out.push((id, v));
             }
         }
+        self.tidy();
         out
     }
 
-    /// Removes and returns every entry whose value matches.
+    /// Takes out the entries `pred` picks.
     pub(crate) fn extract_if(&mut self, mut pred: impl FnMut(&T) -> bool) -> Vec<(u64, T)> {
         let ids: Vec<u64> = self.entries.iter().filter(|(_, (_, v))| pred(v)).map(|(id, _)| *id).collect();
         ids.into_iter().filter_map(|id| self.remove(id).map(|v| (id, v))).collect()
     }
 
+    /// Takes out every entry.
     pub(crate) fn drain(&mut self) -> impl Iterator<Item = (u64, T)> + '_ {
         self.by_time.clear();
         core::mem::take(&mut self.entries).into_iter().map(|(id, (_, v))| (id, v))
+    }
+
+    fn is_live(&self, (t, id): (Instant, u64)) -> bool {
+        self.entries.get(&id).is_some_and(|(d, _)| *d == t)
+    }
+
+    /// Drops stale items from the top of the heap, and rebuilds the heap
+    /// when they make up most of it.
+    fn tidy(&mut self) {
+        while let Some(&Reverse(top)) = self.by_time.peek() {
+            if self.is_live(top) {
+                break;
+            }
+            self.by_time.pop();
+        }
+        if self.by_time.len() > 2 * self.entries.len() + 32 {
+            let live =
+                self.entries.iter().filter(|(_, (t, _))| *t != Instant::MAX).map(|(id, (t, _))| Reverse((*t, *id)));
+            self.by_time = live.collect();
+        }
     }
 }
 
@@ -92,5 +127,60 @@ mod tests {
         assert_eq!(d.expire(Instant::from_nanos(30)), alloc::vec![(2, 'b'), (1, 'a')]);
         assert_eq!(d.len(), 1);
         assert_eq!(d.next_deadline(), None);
+    }
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Insert(u64, Option<u64>),
+        Remove(u64),
+        Expire(u64),
+    }
+
+    fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        prop_oneof![
+            (0..12u64, proptest::option::of(0..50u64)).prop_map(|(id, t)| Op::Insert(id, t)),
+            (0..12u64).prop_map(Op::Remove),
+            (0..60u64).prop_map(Op::Expire),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Against a plain map searched in full: the same entries, the same
+        /// earliest deadline, the same expiries in the same order, and a heap
+        /// that stays within its bound.
+        #[test]
+        fn behaves_as_a_map_searched_in_full(ops in proptest::collection::vec(op(), 0..200)) {
+            let mut d = Deadlines::new();
+            let mut model: BTreeMap<u64, (Instant, u64)> = BTreeMap::new();
+            for (n, op) in ops.into_iter().enumerate() {
+                let n = n as u64;
+                match op {
+                    Op::Insert(id, t) => {
+                        let t = t.map_or(Instant::MAX, Instant::from_nanos);
+                        d.insert(id, t, n);
+                        model.insert(id, (t, n));
+                    }
+                    Op::Remove(id) => {
+                        proptest::prop_assert_eq!(d.remove(id), model.remove(&id).map(|(_, v)| v));
+                    }
+                    Op::Expire(now) => {
+                        let now = Instant::from_nanos(now);
+                        let mut want: Vec<(Instant, u64, u64)> =
+                            model.iter().filter(|(_, (t, _))| *t <= now).map(|(id, (t, v))| (*t, *id, *v)).collect();
+                        want.sort();
+                        for (_, id, _) in &want {
+                            model.remove(id);
+                        }
+                        let want: Vec<(u64, u64)> = want.into_iter().map(|(_, id, v)| (id, v)).collect();
+                        proptest::prop_assert_eq!(d.expire(now), want);
+                    }
+                }
+                let earliest = model.values().map(|(t, _)| *t).filter(|t| *t != Instant::MAX).min();
+                proptest::prop_assert_eq!(d.next_deadline(), earliest);
+                proptest::prop_assert_eq!(d.len(), model.len());
+                proptest::prop_assert!(d.by_time.len() <= 2 * d.entries.len() + 33);
+            }
+        }
     }
 }

@@ -171,8 +171,10 @@ pub(crate) struct Interner {
     slots: [Option<(Key, Text)>; INTERN_SLOTS],
 }
 
-/// A name's length and its first and last eight bytes (zero-padded when
-/// shorter): the whole name when it has at most 16 bytes.
+/// A name's length and two words that, with the length, tell every byte
+/// of a name of at most 16 bytes: its first and last eight bytes (they
+/// overlap below 16), or for shorter names its first and last four bytes,
+/// or its first, middle and last byte.
 #[derive(Clone, Copy, PartialEq, Eq)]
 struct Key {
     len: usize,
@@ -182,13 +184,23 @@ struct Key {
 
 impl Key {
     fn of(bytes: &[u8]) -> Key {
-        let word = |b: &[u8]| {
-            let mut w = [0u8; 8];
-            w[..b.len()].copy_from_slice(b);
-            u64::from_le_bytes(w)
+        // Whole-word loads of fixed size (no copy into a padded buffer,
+        // which costs a call and a store-to-load stall per name).
+        let u64_at = |i: usize| {
+            bytes.get(i..i + 8).map_or(0, |b| u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]))
         };
+        let u32_at =
+            |i: usize| bytes.get(i..i + 4).map_or(0, |b| u64::from(u32::from_le_bytes([b[0], b[1], b[2], b[3]])));
         let len = bytes.len();
-        let (head, tail) = if len <= 8 { (word(bytes), 0) } else { (word(&bytes[..8]), word(&bytes[len - 8..])) };
+        let (head, tail) = match len {
+            0 => (0, 0),
+            1..=3 => {
+                let (a, b, c) = (bytes[0], bytes[len / 2], bytes[len - 1]);
+                (u64::from(a) | u64::from(b) << 8 | u64::from(c) << 16, 0)
+            }
+            4..=7 => (u32_at(0) | u32_at(len - 4) << 32, 0),
+            _ => (u64_at(0), u64_at(len - 8)),
+        };
         Key { len, head, tail }
     }
 
@@ -290,6 +302,27 @@ mod tests {
         for _ in 0..2 {
             for n in names {
                 assert_eq!(i.intern_bytes(n).unwrap().as_bytes(), n);
+            }
+        }
+    }
+
+    #[test]
+    fn every_short_name_over_a_small_alphabet_comes_back_as_itself() {
+        // All names of up to 7 bytes over three letters (zero included), and
+        // some longer ones: each key must tell its bytes exactly.
+        let mut names: alloc::vec::Vec<alloc::vec::Vec<u8>> = alloc::vec![alloc::vec![]];
+        let mut last = names.clone();
+        for _ in 0..7 {
+            last = last.iter().flat_map(|n| [b'a', b'b', 0].map(|c| [n.as_slice(), &[c]].concat())).collect();
+            names.extend(last.iter().cloned());
+        }
+        for n in last.iter().take(200) {
+            names.push([n.as_slice(), b"0123456789"].concat());
+        }
+        let mut i = Interner::new();
+        for _ in 0..2 {
+            for n in &names {
+                assert_eq!(i.intern_bytes(n).unwrap().as_bytes(), n.as_slice());
             }
         }
     }

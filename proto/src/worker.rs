@@ -118,6 +118,16 @@ pub enum WorkerOutput {
     Closed(CloseReason),
 }
 
+/// What handling one buffered frame gave.
+enum Step {
+    /// An output for the runtime, not queued.
+    Out(WorkerOutput),
+    /// Outputs (maybe none) were queued.
+    Queued,
+    /// No complete frame is buffered, or the link is closed.
+    Idle,
+}
+
 #[derive(Debug, PartialEq, Eq, Clone, Copy)]
 enum State {
     Handshaking,
@@ -247,7 +257,12 @@ impl Worker {
             return;
         }
         self.dec.handle_read(bytes, fds);
-        self.process();
+        // The handshake is answered at once; once running, frames are
+        // decoded one at a time as `poll_output` asks for them, so a busy
+        // read's events are not queued twice.
+        if self.state == State::Handshaking {
+            self.process(true);
+        }
     }
 
     /// The kingpin closed the link.
@@ -256,7 +271,7 @@ impl Worker {
             return;
         }
         self.dec.handle_eof();
-        self.process();
+        self.process(false);
         self.close(CloseReason::Eof);
     }
 
@@ -289,8 +304,18 @@ impl Worker {
     }
 
     /// The next output, if any.
+    #[inline]
     pub fn poll_output(&mut self) -> Option<WorkerOutput> {
-        self.outputs.pop_front()
+        loop {
+            if let Some(out) = self.outputs.pop_front() {
+                return Some(out);
+            }
+            match self.step() {
+                Step::Out(out) => return Some(out),
+                Step::Queued => {}
+                Step::Idle => return None,
+            }
+        }
     }
 
     /// Sends a one-way message. It may be called before the handshake ends:
@@ -429,31 +454,52 @@ impl Worker {
         }
     }
 
-    fn process(&mut self) {
-        while self.state != State::Closed {
-            let frame = match self.dec.decode() {
-                Ok(Some(f)) => f,
-                Ok(None) => return,
-                Err(e) => return self.close(CloseReason::Decode(e)),
-            };
-            let frame = match self.fast_path(frame) {
-                Ok(()) => continue,
-                Err(frame) => frame,
-            };
-            match Message::parse(frame.kind, &frame.body, frame.fds) {
-                Ok(msg) => self.on_message(msg),
-                Err((e, fds)) => {
-                    self.release(fds);
-                    return self.close(CloseReason::Decode(e));
-                }
+    /// Handles every buffered frame (with `handshake`, only while the
+    /// handshake lasts), queueing their outputs.
+    fn process(&mut self, handshake: bool) {
+        while !(handshake && self.state != State::Handshaking) {
+            match self.step() {
+                Step::Out(out) => self.outputs.push_back(out),
+                Step::Queued => {}
+                Step::Idle => return,
             }
         }
+    }
+
+    /// Handles the next buffered frame: its output straight back when it is
+    /// a frame of the fast path, else queued.
+    #[inline]
+    fn step(&mut self) -> Step {
+        if self.state == State::Closed {
+            return Step::Idle;
+        }
+        let frame = match self.dec.decode() {
+            Ok(Some(f)) => f,
+            Ok(None) => return Step::Idle,
+            Err(e) => {
+                self.close(CloseReason::Decode(e));
+                return Step::Queued;
+            }
+        };
+        let frame = match self.fast_path(frame) {
+            Ok(out) => return Step::Out(out),
+            Err(frame) => frame,
+        };
+        match Message::parse(frame.kind, &frame.body, frame.fds) {
+            Ok(msg) => self.on_message(msg),
+            Err((e, fds)) => {
+                self.release(fds);
+                self.close(CloseReason::Decode(e));
+            }
+        }
+        Step::Queued
     }
 
     /// The frames a busy worker gets most (deliveries and calls), decoded
     /// by hand and their names interned straight from the bytes. Anything
     /// else, or anything unusual, goes back for [`Message::parse`].
-    fn fast_path(&mut self, frame: RawFrame) -> Result<(), RawFrame> {
+    #[inline]
+    fn fast_path(&mut self, frame: RawFrame) -> Result<WorkerOutput, RawFrame> {
         if self.state != State::Running {
             return Err(frame);
         }
@@ -465,8 +511,7 @@ impl Worker {
             let (from, at) = (d.from, d.payload_at);
             let RawFrame { mut body, fds, .. } = frame;
             body.advance(at); // the payload: the same bytes, no new reference
-            self.event(WorkerEvent::Message { from, ns, name, payload: body, fds });
-            return Ok(());
+            return Ok(WorkerOutput::Event(WorkerEvent::Message { from, ns, name, payload: body, fds }));
         }
         if frame.kind == Kind::Call as u8 {
             let Some(c) = hot::call(&frame.body) else { return Err(frame) };
@@ -477,8 +522,7 @@ impl Worker {
             let RawFrame { body: mut payload, fds, .. } = frame;
             payload.advance(at);
             self.incoming.insert(call);
-            self.event(WorkerEvent::Request { call, from, ns, name, payload, fds, callbacks });
-            return Ok(());
+            return Ok(WorkerOutput::Event(WorkerEvent::Request { call, from, ns, name, payload, fds, callbacks }));
         }
         Err(frame)
     }

@@ -10,7 +10,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use mob_app::RequestSpec as Spec;
 use mob_app::kingpin::Systemd;
 use mob_app::kingpin::{RoleListener, Translated};
-use mob_app::{CallbackFn, Clock, Completions, Done, JobDone, JobQueue, JobSpec, RequestLoop};
+use mob_app::{BuildNameHasher, CallbackFn, Clock, Completions, Done, JobDone, JobQueue, JobSpec, RequestLoop};
 use mob_proto::frame::Transmit;
 use mob_proto::wire::DEFAULT_NAMESPACE;
 use mob_proto::{FdHandle, FdTable, KingpinConfig, LinkId, Output, Phase, Spawn, Target, WorkerHealth, WorkerInfo};
@@ -37,7 +37,7 @@ type SignalHandler = Box<dyn FnMut(&mut Kingpin, i32)>;
 pub struct Kingpin {
     proto: mob_proto::Kingpin,
     poll: Poll,
-    links: HashMap<LinkId, LinkSock>,
+    links: HashMap<LinkId, LinkSock, BuildNameHasher>,
     children: HashMap<u32, Child>,
     fds: FdTable<OwnedFd>,
     signals: SignalPipe,
@@ -46,12 +46,14 @@ pub struct Kingpin {
     on_event: Option<EventHandler>,
     on_signal: Option<SignalHandler>,
     completions: Completions<Kingpin>,
-    jobs: HashMap<u64, JobDone<Kingpin>>,
+    jobs: HashMap<u64, JobDone<Kingpin>, BuildNameHasher>,
     listeners: Vec<RoleListener>,
     fatal: HashMap<LinkId, String>,
     exit: Option<bool>,
     rx: Receiver<Command>,
     tx: Arc<LoopTx>,
+    /// The waker fired: other threads may have sent commands.
+    woken: bool,
     buf: Vec<u8>,
     stopping: bool,
     /// `sd_notify`, when a service manager listens.
@@ -84,7 +86,7 @@ impl Kingpin {
         Ok(Kingpin {
             proto: mob_proto::Kingpin::new(config),
             poll,
-            links: HashMap::new(),
+            links: HashMap::default(),
             children: HashMap::new(),
             fds: FdTable::new(),
             signals,
@@ -93,12 +95,13 @@ impl Kingpin {
             on_event: None,
             on_signal: None,
             completions: Completions::new(),
-            jobs: HashMap::new(),
+            jobs: HashMap::default(),
             listeners: Vec::new(),
             fatal: HashMap::new(),
             exit: None,
             rx,
             tx,
+            woken: true,
             buf: vec![0; READ_BUF],
             stopping: false,
             systemd,
@@ -319,7 +322,7 @@ impl Kingpin {
             }
             let due = self.proto.poll_timeout();
             let next = due.into_iter().chain(notify_at).min();
-            let timeout = next.map(|t| self.clock.until(t));
+            let timeout = next.map(|t| Clock::wait(now, t));
             if let Err(e) = self.poll.poll(&mut events, timeout)
                 && e.kind() != std::io::ErrorKind::Interrupted
             {
@@ -331,6 +334,7 @@ impl Kingpin {
                     continue;
                 }
                 if event.token() == WAKER {
+                    self.woken = true;
                     continue;
                 }
                 if crate::control::owns(event.token()) {
@@ -359,9 +363,11 @@ impl Kingpin {
             }
             // Only when something was due: a deadline set during this turn
             // is seen by the next `poll_timeout`.
-            let now = self.clock.now();
-            if due.is_some_and(|t| t <= now) {
-                self.proto.handle_timeout(now);
+            if let Some(t) = due {
+                let now = self.clock.now();
+                if t <= now {
+                    self.proto.handle_timeout(now);
+                }
             }
         }
         self.kill_remaining();
@@ -461,9 +467,16 @@ impl Kingpin {
     fn pump(&mut self) {
         loop {
             let mut busy = false;
-            while let Some(cmd) = self.tx.next(&self.rx) {
+            while let Some(cmd) = self.tx.next_local() {
                 busy = true;
                 self.command(cmd);
+            }
+            if self.woken {
+                self.woken = false;
+                while let Some(cmd) = LoopTx::next_remote(&self.rx) {
+                    busy = true;
+                    self.command(cmd);
+                }
             }
             while let Some(out) = self.proto.poll_output() {
                 busy = true;

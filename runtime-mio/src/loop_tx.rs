@@ -7,7 +7,7 @@ use mob_app::LoopSender;
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, Sender};
 
 /// What the application's threads ask of a loop.
@@ -54,22 +54,33 @@ impl Shared {
 pub(crate) struct LoopTx {
     pub tx: Sender<Command>,
     pub shared: Shared,
+    /// Commands may wait in this thread's queue (set and cleared only on
+    /// the loop's thread: a plain load tells the loop it need not look).
+    local: AtomicBool,
 }
 
 impl LoopTx {
     /// The channel `tx`, woken by `waker`, of a loop that runs on this
     /// thread.
     pub(crate) fn new(tx: Sender<Command>, waker: mio::Waker) -> Arc<LoopTx> {
-        Arc::new(LoopTx { tx, shared: Shared::new(waker) })
+        Arc::new(LoopTx { tx, shared: Shared::new(waker), local: AtomicBool::new(false) })
     }
 
-    /// The next command for the loop, from its own thread first.
-    pub(crate) fn next(&self, rx: &Receiver<Command>) -> Option<Command> {
-        if self.shared.is_here()
-            && let Some(cmd) = LOCAL.with(|q| q.borrow_mut().pop_front())
-        {
-            return Some(cmd);
+    /// The next command code on the loop's own thread gave.
+    pub(crate) fn next_local(&self) -> Option<Command> {
+        if !self.local.load(Ordering::Relaxed) || !self.shared.is_here() {
+            return None;
         }
+        let cmd = LOCAL.with(|q| q.borrow_mut().pop_front());
+        if cmd.is_none() {
+            self.local.store(false, Ordering::Relaxed);
+        }
+        cmd
+    }
+
+    /// The next command from another thread. Each comes with a wake-up, so
+    /// the loop asks only after its waker fired (until this says `None`).
+    pub(crate) fn next_remote(rx: &Receiver<Command>) -> Option<Command> {
         rx.try_recv().ok()
     }
 }
@@ -80,6 +91,7 @@ impl LoopSender for LoopTx {
     fn send(&self, cmd: Command) -> Result<(), Error> {
         if self.shared.is_here() {
             LOCAL.with(|q| q.borrow_mut().push_back(cmd));
+            self.local.store(true, Ordering::Relaxed);
             return Ok(());
         }
         self.tx.send(cmd).map_err(|_| Error::Stopped)?;

@@ -111,10 +111,16 @@ pub struct Mobster {
     events: Events,
     /// Whether the link is registered for writability (a write is blocked).
     write_interest: bool,
+    /// The waker fired: other threads may have sent commands.
+    woken: bool,
+    /// How deep in application code (handlers) the loop is.
+    in_handler: u32,
 }
 
 /// How often a worker reports its memory and load to the kingpin.
 const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
+/// Bytes queued by handlers that are written before the handlers return.
+const FLUSH_AT: usize = 256 * 1024;
 
 /// The application's confirmation that it has cleaned up after a stop
 /// request: call [`StopDone::confirm`], or drop it.
@@ -186,6 +192,8 @@ impl Mobster {
             listener: None,
             events: Events::with_capacity(64),
             write_interest: false,
+            woken: true,
+            in_handler: 0,
         })
     }
 
@@ -296,7 +304,7 @@ impl Mobster {
         self.started = true;
         let rss = mob_sys::process::rss_kib().unwrap_or(0);
         self.proto.set_ready(ready, rss)?;
-        self.write();
+        self.flush();
         Ok(())
     }
 
@@ -305,7 +313,7 @@ impl Mobster {
     pub fn scale(&mut self, workers: u32) -> Result<(), Error> {
         self.started = true;
         self.proto.scale(workers)?;
-        self.write();
+        self.flush();
         Ok(())
     }
 
@@ -341,9 +349,9 @@ impl Mobster {
         self.started = true;
         let handles = fds.into_iter().map(|fd| self.fds.insert(fd)).collect();
         let result = self.proto.send(to, ns, name, payload, handles);
-        // Write now; other outputs (events, releases) wait for the loop, so a
-        // handler that sends is never re-entered.
-        self.write();
+        // Other outputs (events, releases) wait for the loop, so a handler
+        // that sends is never re-entered.
+        self.flush();
         Ok(result?)
     }
 
@@ -422,7 +430,7 @@ impl Mobster {
             }
             let due = self.proto.poll_timeout();
             let next = due.map_or(self.next_health, |t| t.min(self.next_health));
-            let timeout = Some(self.clock.until(next));
+            let timeout = Some(Clock::wait(now, next));
             let mut events = std::mem::replace(&mut self.events, Events::with_capacity(0));
             if let Err(e) = self.poll.poll(&mut events, timeout)
                 && e.kind() != std::io::ErrorKind::Interrupted
@@ -430,6 +438,9 @@ impl Mobster {
                 return Err(e.into());
             }
             for event in events.iter() {
+                if event.token() == WAKER {
+                    self.woken = true;
+                }
                 if event.token() == LINK {
                     if event.is_readable() || event.is_read_closed() {
                         self.read();
@@ -440,11 +451,13 @@ impl Mobster {
                 }
             }
             self.events = events;
-            let now = self.clock.now();
             // Only when something was due: a deadline set during this turn
             // is seen by the next `poll_timeout`.
-            if due.is_some_and(|t| t <= now) {
-                self.proto.handle_timeout(now);
+            if let Some(t) = due {
+                let now = self.clock.now();
+                if t <= now {
+                    self.proto.handle_timeout(now);
+                }
             }
         }
         Ok(true)
@@ -493,26 +506,49 @@ impl Mobster {
 
     /// Carries out everything proto and other threads ask for, until both
     /// are quiet.
+    ///
+    /// What the handlers sent leaves here, in one write for all of them
+    /// (unless a lot piled up: see [`Mobster::flush`]).
     fn pump(&mut self) {
         loop {
             let mut busy = false;
-            while let Some(cmd) = self.tx.next(&self.rx) {
+            while let Some(cmd) = self.tx.next_local() {
                 busy = true;
                 self.command(cmd);
+            }
+            if self.woken {
+                self.woken = false;
+                while let Some(cmd) = LoopTx::next_remote(&self.rx) {
+                    busy = true;
+                    self.command(cmd);
+                }
             }
             while let Some(out) = self.proto.poll_output() {
                 busy = true;
                 self.output(out);
             }
             if !busy {
-                return;
+                break;
             }
+        }
+        if self.proto.queued_bytes() > 0 && !self.write_interest {
+            self.write();
+        }
+    }
+
+    /// Writes what was queued now, or, inside a handler, when the loop gets
+    /// back control (one write for all the handlers of a read), unless
+    /// [`FLUSH_AT`] bytes are waiting.
+    fn flush(&mut self) {
+        if self.in_handler == 0 || self.proto.queued_bytes() >= FLUSH_AT {
+            self.write();
         }
     }
 
     fn output(&mut self, out: WorkerOutput) {
         match out {
-            WorkerOutput::Transmit => self.write(),
+            // Written at the end of the pump.
+            WorkerOutput::Transmit => {}
             WorkerOutput::ReleaseFd(h) => drop(self.fds.take(h)),
             WorkerOutput::Closed(reason) => self.closed = Some(reason),
             WorkerOutput::Event(event) => self.event(event),
@@ -598,14 +634,14 @@ impl Mobster {
     /// Runs application code. If it panics, the kingpin is told why (so it
     /// can report the role's last error) before this process exits.
     fn guard(&mut self, f: impl FnOnce(&mut Mobster)) {
+        self.in_handler += 1;
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(self)));
+        self.in_handler -= 1;
         if result.is_ok() {
-            // Answers the handler gave go out now, before anything else runs.
-            while let Some(cmd) = self.tx.next(&self.rx) {
+            // Answers the handler gave are queued before the next frame is
+            // handled; the pump writes them.
+            while let Some(cmd) = self.tx.next_local() {
                 self.command(cmd);
-            }
-            if self.proto.queued_bytes() > 0 {
-                self.write();
             }
         }
         if let Err(panic) = result {
@@ -649,7 +685,7 @@ impl RequestLoop for Mobster {
         match self.proto.request(to, &ns, &name, &payload, handles, timeout, callbacks.len(), now) {
             Ok((id, ids)) => {
                 self.completions.insert(id, done, ids, callbacks);
-                self.write();
+                self.flush();
                 Ok(id)
             }
             Err(e) => {

@@ -113,7 +113,7 @@ impl OutBuf {
     ///
     /// On error nothing is queued and `fds` are handed back in the error's
     /// companion so the caller can release them.
-    pub fn push<M: Serialize + ?Sized>(
+    pub fn push<M: WriteMeta + ?Sized>(
         &mut self,
         kind: u8,
         meta: &M,
@@ -201,7 +201,8 @@ impl OutBuf {
         other.head = 0;
     }
 
-    /// Reclaims written bytes before appending, keeping copies rare.
+    /// Reclaims written bytes before appending, keeping copies small and
+    /// rare.
     fn compact(&mut self) {
         if self.head == 0 {
             return;
@@ -210,7 +211,12 @@ impl OutBuf {
             self.base += self.head as u64;
             self.buf.clear();
             self.head = 0;
-        } else if self.head >= 64 * 1024 && self.head * 2 >= self.buf.len() {
+        } else if self.head >= SMALL_REST && self.buf.len() - self.head <= SMALL_REST
+            || self.head >= 1024 * 1024 && self.head * 2 >= self.buf.len()
+        {
+            // Moves few bytes (what is left is small), or, while a slow
+            // peer keeps the queue from emptying, reclaims a large written
+            // part at a cost of at most as many bytes as it frees.
             self.base += self.head as u64;
             self.buf.drain(..self.head);
             self.head = 0;
@@ -220,7 +226,7 @@ impl OutBuf {
 
 /// Encodes one frame (header, `meta` in postcard, `payload`) into a new
 /// buffer, for frames that wait before they join a link's queue.
-pub fn encode_frame<M: Serialize + ?Sized>(
+pub fn encode_frame<M: WriteMeta + ?Sized>(
     kind: u8,
     meta: &M,
     payload: &[u8],
@@ -236,7 +242,7 @@ pub fn encode_frame<M: Serialize + ?Sized>(
 }
 
 /// Appends a frame to `buf`; on error `buf` is as it was.
-fn write_frame<M: Serialize + ?Sized>(
+fn write_frame<M: WriteMeta + ?Sized>(
     buf: &mut Vec<u8>,
     kind: u8,
     meta: &M,
@@ -249,7 +255,7 @@ fn write_frame<M: Serialize + ?Sized>(
     // most, not one per serialized field.
     buf.reserve(HEADER_LEN + 64 + payload.len());
     buf.extend_from_slice(&[0; HEADER_LEN]);
-    if postcard::serialize_with_flavor(meta, VecFlavor(buf)).is_err() {
+    if meta.write_meta(buf).is_err() {
         buf.truncate(start);
         return Err(EncodeError::Serialize);
     }
@@ -262,6 +268,24 @@ fn write_frame<M: Serialize + ?Sized>(
     let header = Header { len: len as u32, kind, fds: fds as u8 };
     buf[start..start + HEADER_LEN].copy_from_slice(&header.encode());
     Ok(())
+}
+
+/// What is left to write below which the written part is reclaimed.
+const SMALL_REST: usize = 16 * 1024;
+
+/// A frame's metadata, as it goes on the wire: anything serde serializes
+/// (in postcard), or a hand-written encoder of the same bytes for the
+/// frames sent most (see `hot.rs`).
+pub trait WriteMeta {
+    /// Appends the encoded metadata to `buf`. On error `buf` may hold part
+    /// of it (the caller truncates).
+    fn write_meta(&self, buf: &mut Vec<u8>) -> Result<(), EncodeError>;
+}
+
+impl<T: Serialize + ?Sized> WriteMeta for T {
+    fn write_meta(&self, buf: &mut Vec<u8>) -> Result<(), EncodeError> {
+        postcard::serialize_with_flavor(self, VecFlavor(buf)).map_err(|_| EncodeError::Serialize)
+    }
 }
 
 /// postcard output straight into the link's buffer.

@@ -9,7 +9,7 @@ mod decode;
 mod encode;
 
 pub use decode::{DecodeError, Decoder};
-pub use encode::{EncodeError, OutBuf, Transmit, encode_frame};
+pub use encode::{EncodeError, OutBuf, Transmit, WriteMeta, encode_frame};
 
 use crate::fd::FdHandle;
 use alloc::vec::Vec;

@@ -9,6 +9,7 @@
 use super::link::{Early, Queued};
 use super::{Event, Kingpin, LinkId};
 use crate::fd::FdHandle;
+use crate::hot::HandCall;
 use crate::requester::RequestError;
 use crate::time::Instant;
 use crate::wire::{self, Call, Cancel, Failure, Invoke, Kind, Release, Reply, Request, Target};
@@ -66,7 +67,7 @@ impl Kingpin {
         }
         let reroute = matches!(to, Target::Any(_)).then(|| to.clone());
         let queued = Queued { reroute, call: Some(call.id) };
-        match self.push_with(target, Kind::Call, call, payload, fds, queued) {
+        match self.push_with(target, Kind::Call, &HandCall(call), payload, fds, queued) {
             Ok(()) => {
                 if let Some(l) = self.link_mut(target) {
                     l.inflight += 1;

@@ -4,7 +4,7 @@
 use super::{Kingpin, LinkId, Output, Phase, WorkerInfo};
 use crate::error::SendError;
 use crate::fd::FdHandle;
-use crate::frame::{Decoder, OutBuf, encode_frame};
+use crate::frame::{Decoder, OutBuf, WriteMeta, encode_frame};
 use crate::time::Instant;
 use crate::wire::{Kind, Target};
 use alloc::collections::{BTreeSet, VecDeque};
@@ -112,7 +112,7 @@ pub(super) struct Queued {
 
 impl Kingpin {
     /// Queues a frame for `link`. On error the fds are released.
-    pub(super) fn push<M: serde::Serialize>(
+    pub(super) fn push<M: WriteMeta + ?Sized>(
         &mut self,
         link: LinkId,
         kind: Kind,
@@ -125,7 +125,7 @@ impl Kingpin {
 
     /// Queues a frame for `link`: on the wire if the worker is up, else in
     /// its early queue (bounded). On error the fds are released.
-    pub(super) fn push_with<M: serde::Serialize>(
+    pub(super) fn push_with<M: WriteMeta + ?Sized>(
         &mut self,
         link: LinkId,
         kind: Kind,

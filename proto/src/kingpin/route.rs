@@ -4,6 +4,7 @@ use super::link::Queued;
 use super::{Kingpin, LinkId, Phase};
 use crate::error::SendError;
 use crate::fd::FdHandle;
+use crate::hot::HandDeliver;
 use crate::wire::{Deliver, Kind, Source, Target};
 use alloc::vec::Vec;
 
@@ -18,7 +19,8 @@ impl Kingpin {
         payload: &[u8],
         fds: Vec<FdHandle>,
     ) -> Result<(), SendError> {
-        let meta = Deliver { from: self.source_of(from), ns, name };
+        let deliver = Deliver { from: self.source_of(from), ns, name };
+        let meta = HandDeliver(&deliver);
         if let Target::Any(_) | Target::Pid(_) = to {
             // One recipient: no list to build.
             let link = match self.resolve_one(&to, None) {
