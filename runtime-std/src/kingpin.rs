@@ -596,9 +596,15 @@ impl Kingpin {
         }
     }
 
+    /// Writes what proto queued for `link`: at once while the socket takes
+    /// it, then through the link's writer thread.
     fn flush(&mut self, link: LinkId) {
-        if let Some(io) = self.links.get_mut(&link) {
-            io.flush(self.proto.poll_transmit(link), &mut self.fds);
+        let Kingpin { links, proto, fds, .. } = self;
+        let Some(io) = links.get_mut(&link) else { return };
+        while let Some(n) = io.flush(proto.poll_transmit(link), fds) {
+            for h in proto.handle_transmitted(link, n) {
+                drop(fds.take(h));
+            }
         }
     }
 

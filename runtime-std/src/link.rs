@@ -1,8 +1,9 @@
 //! One link's IO on threads: a reader thread blocks in `recvmsg` and hands
-//! the loop what it reads; a writer thread writes what the loop hands it.
-//! The loop (the one owner of the proto state machine) never blocks on a
-//! socket, so a peer that stops reading stalls only its own writer thread,
-//! and timers keep firing.
+//! the loop what it reads. The loop writes itself while the socket takes
+//! bytes without waiting (`MSG_DONTWAIT`: no thread hand-off per frame), and
+//! hands the rest to a writer thread, which blocks. So the loop (the one
+//! owner of the proto state machine) never blocks on a socket, a peer that
+//! stops reading stalls only its own writer thread, and timers keep firing.
 //!
 //! Bytes stay in proto's outgoing queue until the writer reports them
 //! written, so proto's accounting (the high-water mark that turns sends into
@@ -198,20 +199,33 @@ impl LinkIo {
         self.writing
     }
 
-    /// Hands `out` (what proto offers to write next, at most
-    /// [`WRITE_CHUNK`] of it) to the writer, unless a write is under way.
-    /// Its fds leave `fds` with it: the writer closes them once sent, so the
-    /// handles that proto returns for them later find nothing to close.
-    pub(crate) fn flush(&mut self, out: Option<Transmit<'_>>, fds: &mut FdTable<OwnedFd>) {
-        let Some(t) = out else { return };
+    /// Writes `out` (what proto offers to write next) at once if the
+    /// socket takes it without waiting: `Some(n)`, the bytes written, which
+    /// the caller reports to proto (its fds left with them: proto hands
+    /// their handles back to close) before it calls again. Otherwise hands
+    /// it (at most [`WRITE_CHUNK`] of it) to the writer thread, unless a
+    /// write is under way: `None`. Handed fds leave `fds` with the bytes:
+    /// the writer closes them once sent, so the handles that proto returns
+    /// for them later find nothing to close.
+    ///
+    /// Writing from the loop saves a thread hand-off per frame when the
+    /// peer keeps up (the common case); the writer thread is only for a
+    /// peer that does not, so the loop never blocks.
+    pub(crate) fn flush(&mut self, out: Option<Transmit<'_>>, fds: &mut FdTable<OwnedFd>) -> Option<usize> {
+        let t = out?;
         if self.writing {
-            return;
+            return None;
+        }
+        let raw: Vec<RawFd> = t.fds.iter().filter_map(|h| fds.get(h).map(|fd| fd.as_raw_fd())).collect();
+        if let Ok(n @ 1..) = mob_sys::channel::try_send_with_fds(&self.sock, t.bytes, &raw) {
+            return Some(n);
         }
         let fds = t.fds.iter().filter_map(|h| fds.take(FdHandle::from_raw(h.raw()))).collect();
         let bytes = t.bytes[..t.bytes.len().min(WRITE_CHUNK)].to_vec();
         if self.writer.send(Chunk { bytes, fds }).is_ok() {
             self.writing = true;
         }
+        None
     }
 
     /// The writer reported its chunk written.
@@ -297,15 +311,15 @@ mod tests {
         let handle = fds.insert(r);
         let mut out = OutBuf::new(DEFAULT_MAX_BODY);
         out.push(16, &("ns", "name"), b"payload", vec![handle]).unwrap();
-        io.flush(out.peek(), &mut fds);
-        assert!(io.is_writing());
-        // The fd left the table with the chunk: the writer closes it.
-        assert!(fds.is_empty());
         let len = out.len();
-        assert!(matches!(next(&rx), Msg::WritesDone));
-        assert_eq!(writes.take(), [(LINK, Some(len))]);
-        io.written();
-        assert!(!io.is_writing());
+        // The socket has room: written at once, from the loop's thread. The
+        // fd stays in the table until proto hands its handle back.
+        assert_eq!(io.flush(out.peek(), &mut fds), Some(len));
+        assert!(!io.is_writing() && writes.take().is_empty());
+        let sent = out.advance(len);
+        assert_eq!(sent.len(), 1);
+        assert!(fds.take(FdHandle::from_raw(sent[0].raw())).is_some());
+        assert!(fds.is_empty());
         let mut buf = [0u8; 256];
         let mut got = Vec::new();
         assert_eq!(recv_with_fds(&theirs, &mut buf, &mut got).unwrap(), len);
@@ -318,6 +332,47 @@ mod tests {
         }
         drop(theirs);
         assert!(matches!(next(&rx), Msg::ReadEnd { end: ReadEnd::Eof, .. }));
+    }
+
+    #[test]
+    fn what_a_full_socket_does_not_take_goes_to_the_writer_thread() {
+        let (ours, theirs) = mob_sys::channel::socketpair().unwrap();
+        let (tx, rx) = channel();
+        let (mut io, writes) = start(ours, tx, Credit::new());
+        let mut fds = FdTable::new();
+        let mut out = OutBuf::new(DEFAULT_MAX_BODY);
+        out.push(16, &("ns", "big"), &vec![7u8; 2 << 20], Vec::new()).unwrap();
+        let total = out.len();
+        // The loop writes what the socket takes...
+        while let Some(n) = io.flush(out.peek(), &mut fds) {
+            out.advance(n);
+        }
+        // ...and the writer, blocking, the next chunk of the rest.
+        assert!(io.is_writing() && out.len() > 0);
+        let handed = out.len().min(WRITE_CHUNK);
+        let drain = std::thread::spawn(move || {
+            let mut buf = vec![0u8; 1 << 16];
+            let mut got = 0;
+            while got < total {
+                got += recv_with_fds(&theirs, &mut buf, &mut Vec::new()).unwrap();
+            }
+        });
+        assert!(matches!(next(&rx), Msg::WritesDone));
+        assert_eq!(writes.take(), [(LINK, Some(handed))]);
+        io.written();
+        out.advance(handed);
+        while out.len() > 0 {
+            match io.flush(out.peek(), &mut fds) {
+                Some(n) => drop(out.advance(n)),
+                None => {
+                    assert!(matches!(next(&rx), Msg::WritesDone));
+                    let [(_, Some(n))] = writes.take()[..] else { panic!("one write") };
+                    io.written();
+                    out.advance(n);
+                }
+            }
+        }
+        drain.join().unwrap();
     }
 
     #[test]

@@ -514,7 +514,7 @@ impl Driver {
     fn pump(&mut self) {
         while let Some(out) = self.proto.poll_output() {
             match out {
-                WorkerOutput::Transmit => self.io.flush(self.proto.poll_transmit(), &mut self.fds),
+                WorkerOutput::Transmit => self.flush(),
                 WorkerOutput::ReleaseFd(h) => drop(self.fds.take(h)),
                 WorkerOutput::Closed(reason) => self.closed = Some(reason),
                 WorkerOutput::Event(event) => self.event(event),
@@ -549,9 +549,19 @@ impl Driver {
                     for h in self.proto.handle_transmitted(n) {
                         drop(self.fds.take(h));
                     }
-                    self.io.flush(self.proto.poll_transmit(), &mut self.fds);
+                    self.flush();
                 }
                 None => self.proto.handle_link_error("write error"),
+            }
+        }
+    }
+
+    /// Writes what proto queued: at once while the socket takes it, then
+    /// through the writer thread.
+    fn flush(&mut self) {
+        while let Some(n) = self.io.flush(self.proto.poll_transmit(), &mut self.fds) {
+            for h in self.proto.handle_transmitted(n) {
+                drop(self.fds.take(h));
             }
         }
     }
