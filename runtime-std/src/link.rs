@@ -348,7 +348,7 @@ mod tests {
             out.advance(n);
         }
         // ...and the writer, blocking, the next chunk of the rest.
-        assert!(io.is_writing() && out.len() > 0);
+        assert!(io.is_writing() && !out.is_empty());
         let handed = out.len().min(WRITE_CHUNK);
         let drain = std::thread::spawn(move || {
             let mut buf = vec![0u8; 1 << 16];
@@ -361,7 +361,7 @@ mod tests {
         assert_eq!(writes.take(), [(LINK, Some(handed))]);
         io.written();
         out.advance(handed);
-        while out.len() > 0 {
+        while !out.is_empty() {
             match io.flush(out.peek(), &mut fds) {
                 Some(n) => drop(out.advance(n)),
                 None => {
