@@ -113,14 +113,13 @@ pub struct Mobster {
     write_interest: bool,
     /// The waker fired: other threads may have sent commands.
     woken: bool,
-    /// How deep in application code (handlers) the loop is.
-    in_handler: u32,
 }
 
 /// How often a worker reports its memory and load to the kingpin.
 const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
-/// Bytes queued by handlers that are written before the handlers return.
-const FLUSH_AT: usize = 256 * 1024;
+/// Answers queued by handlers that are written before the next handler
+/// runs (below it, they wait for the end of the pump, to leave together).
+const FLUSH_AT: usize = 64 * 1024;
 
 /// The application's confirmation that it has cleaned up after a stop
 /// request: call [`StopDone::confirm`], or drop it.
@@ -193,7 +192,6 @@ impl Mobster {
             events: Events::with_capacity(64),
             write_interest: false,
             woken: true,
-            in_handler: 0,
         })
     }
 
@@ -304,7 +302,7 @@ impl Mobster {
         self.started = true;
         let rss = mob_sys::process::rss_kib().unwrap_or(0);
         self.proto.set_ready(ready, rss)?;
-        self.flush();
+        self.write();
         Ok(())
     }
 
@@ -313,7 +311,7 @@ impl Mobster {
     pub fn scale(&mut self, workers: u32) -> Result<(), Error> {
         self.started = true;
         self.proto.scale(workers)?;
-        self.flush();
+        self.write();
         Ok(())
     }
 
@@ -349,9 +347,10 @@ impl Mobster {
         self.started = true;
         let handles = fds.into_iter().map(|fd| self.fds.insert(fd)).collect();
         let result = self.proto.send(to, ns, name, payload, handles);
-        // Other outputs (events, releases) wait for the loop, so a handler
-        // that sends is never re-entered.
-        self.flush();
+        // Write now (a long handler's sends do not wait for its end); other
+        // outputs (events, releases) wait for the loop, so a handler that
+        // sends is never re-entered.
+        self.write();
         Ok(result?)
     }
 
@@ -507,8 +506,8 @@ impl Mobster {
     /// Carries out everything proto and other threads ask for, until both
     /// are quiet.
     ///
-    /// What the handlers sent leaves here, in one write for all of them
-    /// (unless a lot piled up: see [`Mobster::flush`]).
+    /// The handlers' answers leave here, in one write for all of them
+    /// (unless [`FLUSH_AT`] bytes piled up).
     fn pump(&mut self) {
         loop {
             let mut busy = false;
@@ -532,15 +531,6 @@ impl Mobster {
             }
         }
         if self.proto.queued_bytes() > 0 && !self.write_interest {
-            self.write();
-        }
-    }
-
-    /// Writes what was queued now, or, inside a handler, when the loop gets
-    /// back control (one write for all the handlers of a read), unless
-    /// [`FLUSH_AT`] bytes are waiting.
-    fn flush(&mut self) {
-        if self.in_handler == 0 || self.proto.queued_bytes() >= FLUSH_AT {
             self.write();
         }
     }
@@ -634,14 +624,16 @@ impl Mobster {
     /// Runs application code. If it panics, the kingpin is told why (so it
     /// can report the role's last error) before this process exits.
     fn guard(&mut self, f: impl FnOnce(&mut Mobster)) {
-        self.in_handler += 1;
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(self)));
-        self.in_handler -= 1;
         if result.is_ok() {
             // Answers the handler gave are queued before the next frame is
-            // handled; the pump writes them.
+            // handled; the pump writes them, those of every frame of a read
+            // in one write, unless many are waiting.
             while let Some(cmd) = self.tx.next_local() {
                 self.command(cmd);
+            }
+            if self.proto.queued_bytes() >= FLUSH_AT {
+                self.write();
             }
         }
         if let Err(panic) = result {
@@ -685,7 +677,7 @@ impl RequestLoop for Mobster {
         match self.proto.request(to, &ns, &name, &payload, handles, timeout, callbacks.len(), now) {
             Ok((id, ids)) => {
                 self.completions.insert(id, done, ids, callbacks);
-                self.flush();
+                self.write();
                 Ok(id)
             }
             Err(e) => {
