@@ -68,7 +68,7 @@ impl<T> Deadlines<T> {
                 break;
             }
             self.by_time.pop();
-            if self.entries.get(&id).is_some_and(|(d, _)| *d == t)
+            if self.is_live((t, id))
                 && let Some((_, v)) = self.entries.remove(&id)
             {
                 out.push((id, v));

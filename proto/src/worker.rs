@@ -457,7 +457,7 @@ impl Worker {
     /// Handles every buffered frame (with `handshake`, only while the
     /// handshake lasts), queueing their outputs.
     fn process(&mut self, handshake: bool) {
-        while !(handshake && self.state != State::Handshaking) {
+        while !handshake || self.state == State::Handshaking {
             match self.step() {
                 Step::Out(out) => self.outputs.push_back(out),
                 Step::Queued => {}

@@ -467,16 +467,9 @@ impl Kingpin {
     fn pump(&mut self) {
         loop {
             let mut busy = false;
-            while let Some(cmd) = self.tx.next_local() {
+            while let Some(cmd) = self.tx.next(&self.rx, &mut self.woken) {
                 busy = true;
                 self.command(cmd);
-            }
-            if self.woken {
-                self.woken = false;
-                while let Some(cmd) = LoopTx::next_remote(&self.rx) {
-                    busy = true;
-                    self.command(cmd);
-                }
             }
             while let Some(out) = self.proto.poll_output() {
                 busy = true;

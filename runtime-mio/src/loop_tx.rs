@@ -66,6 +66,22 @@ impl LoopTx {
         Arc::new(LoopTx { tx, shared: Shared::new(waker), local: AtomicBool::new(false) })
     }
 
+    /// The next command for the loop: from its own thread first, then, if
+    /// the waker fired (`woken`), from other threads, whose every command
+    /// comes with a wake-up; `woken` is cleared once their channel is empty.
+    pub(crate) fn next(&self, rx: &Receiver<Command>, woken: &mut bool) -> Option<Command> {
+        if let Some(cmd) = self.next_local() {
+            return Some(cmd);
+        }
+        if *woken {
+            match rx.try_recv() {
+                Ok(cmd) => return Some(cmd),
+                Err(_) => *woken = false,
+            }
+        }
+        None
+    }
+
     /// The next command code on the loop's own thread gave.
     pub(crate) fn next_local(&self) -> Option<Command> {
         if !self.local.load(Ordering::Relaxed) || !self.shared.is_here() {
@@ -76,12 +92,6 @@ impl LoopTx {
             self.local.store(false, Ordering::Relaxed);
         }
         cmd
-    }
-
-    /// The next command from another thread. Each comes with a wake-up, so
-    /// the loop asks only after its waker fired (until this says `None`).
-    pub(crate) fn next_remote(rx: &Receiver<Command>) -> Option<Command> {
-        rx.try_recv().ok()
     }
 }
 

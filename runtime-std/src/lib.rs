@@ -70,10 +70,11 @@
 //!
 //! Each link has a reader thread (blocking in `recvmsg`) and a writer thread
 //! (for what the socket does not take at once: the owning thread writes
-//! itself while it can without waiting); one thread owns each proto state machine and is the only one to touch it:
-//! the kingpin's is the thread that runs [`Kingpin::run`] (it must live as
-//! long as the kingpin: workers' parent-death signal is tied to it), a
-//! mobster's is a driver thread of its own. Everything else reaches that
+//! itself while it can without waiting); one thread owns each proto state
+//! machine and is the only one to touch it: the kingpin's is the thread
+//! that runs [`Kingpin::run`] (it must live as long as the kingpin:
+//! workers' parent-death signal is tied to it), a mobster's is a driver
+//! thread of its own. Everything else reaches that
 //! thread through a channel, so sending from any number of threads, and both
 //! sides sending at once, never deadlock; and a peer that stops reading
 //! blocks only its own writer thread.
