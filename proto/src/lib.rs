@@ -115,8 +115,8 @@ pub use error::{CloseReason, RespondError, SendError};
 pub use fd::{FdHandle, FdTable};
 pub use kingpin::Summary;
 pub use kingpin::{
-    ControlId, ControlOutput, ControlServer, Event, ExitStatus, JobOptions, Kingpin, LinkId, Output, Pending, Phase,
-    Spawn, WorkerHealth, WorkerInfo, WorkerState,
+    ControlId, ControlOutput, ControlServer, Event, ExitStatus, FLUSH_AT, JobOptions, Kingpin, LinkId, Output, Pending,
+    Phase, Spawn, WorkerHealth, WorkerInfo, WorkerState,
 };
 pub use requester::{LateCounts, RequestError};
 pub use text::Text;

@@ -8,7 +8,7 @@ use core::time::Duration;
 use mob_proto::frame::DecodeError;
 use mob_proto::frame::{DEFAULT_MAX_BODY, Header};
 use mob_proto::wire::PROTOCOL_VERSION;
-use mob_proto::{CloseReason, ExitStatus, Instant, KingpinConfig, Phase, SendError, Source, Target};
+use mob_proto::{CloseReason, ExitStatus, FLUSH_AT, Instant, KingpinConfig, Phase, SendError, Source, Target};
 use proptest::collection::vec;
 use proptest::prelude::*;
 
@@ -707,6 +707,43 @@ fn unroutable_messages_are_reported_and_their_fds_released() {
     }
     assert!(sim.take_events().is_empty());
     sim.ledger.assert_balanced();
+}
+
+#[test]
+fn a_burst_asks_for_its_link_to_be_written_once_it_reaches_flush_at() {
+    let mut sim = up(KingpinConfig::new("app").role("back", 2));
+    let [a, b] = [sim.pid_of("back", 0), sim.pid_of("back", 1)];
+    let link = |sim: &Sim, pid: u32| sim.kingpin.workers().find(|(w, _)| w.pid == pid).map(|(w, _)| w.link).unwrap();
+    let (la, lb) = (link(&sim, a), link(&sim, b));
+    let payload = [7u8; 1000];
+    let queued = |sim: &mut Sim, pid: u32| {
+        sim.kingpin.send(Target::Pid(pid), "_", "bulk", &payload, Vec::new()).unwrap();
+        sim.kingpin.poll_transmit(link(sim, pid)).map_or(0, |t| t.bytes.len())
+    };
+    // Below FLUSH_AT nothing asks; the send that reaches it names its link,
+    // once, however much more is queued.
+    let mut flushed = Vec::new();
+    let mut crossed_at = None;
+    for i in 0..(2 * FLUSH_AT / payload.len()) {
+        let len = queued(&mut sim, a);
+        flushed.extend(std::iter::from_fn(|| sim.kingpin.poll_flush()));
+        if len >= FLUSH_AT && crossed_at.is_none() {
+            crossed_at = Some(i);
+            assert_eq!(flushed, vec![la], "asked at the send that reached {FLUSH_AT}");
+        }
+        if crossed_at.is_none() {
+            assert!(flushed.is_empty(), "asked below {FLUSH_AT} ({len} bytes)");
+        }
+    }
+    assert_eq!(flushed, vec![la]);
+    // The other link is its own count; once written, a link asks again.
+    while queued(&mut sim, b) < FLUSH_AT {}
+    assert_eq!(sim.kingpin.poll_flush(), Some(lb));
+    assert_eq!(sim.kingpin.poll_flush(), None);
+    sim.run_until_idle();
+    assert!(names(&sim, a).len() == 2 * FLUSH_AT / payload.len() && names(&sim, a).iter().all(|n| n == "bulk"));
+    while queued(&mut sim, a) < FLUSH_AT {}
+    assert_eq!(sim.kingpin.poll_flush(), Some(la));
 }
 
 // ---------------------------------------------------------------------------

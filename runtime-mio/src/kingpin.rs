@@ -174,7 +174,9 @@ impl Kingpin {
         fds: Vec<OwnedFd>,
     ) -> Result<(), Error> {
         let handles = if fds.is_empty() { Vec::new() } else { fds.into_iter().map(|fd| self.fds.insert(fd)).collect() };
-        Ok(self.proto.send(to, ns, name, payload, handles)?)
+        let sent = self.proto.send(to, ns, name, payload, handles);
+        self.flush_due();
+        Ok(sent?)
     }
 
     /// Starts a request to one worker ([`Target::Any`] or [`Target::Pid`])
@@ -462,6 +464,17 @@ impl Kingpin {
         }
     }
 
+    /// Writes the links whose queue reached [`mob_proto::FLUSH_AT`] while
+    /// the application queued (unless the socket is known to be full): the
+    /// worker starts on a burst while the rest of it is queued.
+    fn flush_due(&mut self) {
+        while let Some(link) = self.proto.poll_flush() {
+            if self.links.get(&link).is_some_and(|l| !l.write_interest) {
+                self.write(link);
+            }
+        }
+    }
+
     /// Carries out everything proto and other threads ask for, until both
     /// are quiet.
     fn pump(&mut self) {
@@ -619,7 +632,9 @@ impl JobQueue for Kingpin {
     fn queue_job(&mut self, job: JobSpec, done: JobDone<Self>) -> Result<u64, Error> {
         let JobSpec { role, payload, fds, options } = job;
         let handles = fds.into_iter().map(|fd| self.fds.insert(fd)).collect();
-        let id = self.proto.enqueue(&role, &payload, handles, options, self.clock.now())?;
+        let id = self.proto.enqueue(&role, &payload, handles, options, self.clock.now());
+        self.flush_due();
+        let id = id?;
         self.jobs.insert(id, done);
         Ok(id)
     }
@@ -631,7 +646,11 @@ impl RequestLoop for Kingpin {
         let handles = fds.into_iter().map(|fd| self.fds.insert(fd)).collect();
         let now = self.clock.now();
         let proto = &mut self.proto;
-        self.completions.begin(callbacks, done, |n| proto.request(to, &ns, &name, &payload, handles, timeout, n, now))
+        let id = self
+            .completions
+            .begin(callbacks, done, |n| proto.request(to, &ns, &name, &payload, handles, timeout, n, now));
+        self.flush_due();
+        id
     }
 }
 

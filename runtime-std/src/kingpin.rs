@@ -306,7 +306,9 @@ impl Kingpin {
         fds: Vec<OwnedFd>,
     ) -> Result<(), Error> {
         let handles = self.insert_fds(fds);
-        Ok(self.proto.send(to, ns, name, payload, handles)?)
+        let sent = self.proto.send(to, ns, name, payload, handles);
+        self.flush_due();
+        Ok(sent?)
     }
 
     /// Starts a request to one worker ([`Target::Any`] or [`Target::Pid`])
@@ -598,6 +600,15 @@ impl Kingpin {
 
     /// Writes what proto queued for `link`: at once while the socket takes
     /// it, then through the link's writer thread.
+    /// Writes the links whose queue reached [`mob_proto::FLUSH_AT`] while
+    /// the application queued: the worker starts on a burst while the rest
+    /// of it is queued.
+    fn flush_due(&mut self) {
+        while let Some(link) = self.proto.poll_flush() {
+            self.flush(link);
+        }
+    }
+
     fn flush(&mut self, link: LinkId) {
         let Kingpin { links, proto, fds, .. } = self;
         let Some(io) = links.get_mut(&link) else { return };
@@ -816,7 +827,11 @@ impl RequestLoop for Kingpin {
         let handles = self.insert_fds(fds);
         let now = self.clock.now();
         let proto = &mut self.proto;
-        self.completions.begin(callbacks, done, |n| proto.request(to, &ns, &name, &payload, handles, timeout, n, now))
+        let id = self
+            .completions
+            .begin(callbacks, done, |n| proto.request(to, &ns, &name, &payload, handles, timeout, n, now));
+        self.flush_due();
+        id
     }
 }
 
@@ -830,7 +845,9 @@ impl JobQueue for Kingpin {
     fn queue_job(&mut self, job: JobSpec, done: JobDone<Self>) -> Result<u64, Error> {
         let JobSpec { role, payload, fds, options } = job;
         let handles = self.insert_fds(fds);
-        let id = self.proto.enqueue(&role, &payload, handles, options, self.clock.now())?;
+        let id = self.proto.enqueue(&role, &payload, handles, options, self.clock.now());
+        self.flush_due();
+        let id = id?;
         self.jobs.insert(id, done);
         Ok(id)
     }

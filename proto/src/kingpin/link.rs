@@ -11,6 +11,12 @@ use alloc::collections::{BTreeSet, VecDeque};
 use alloc::string::String;
 use alloc::vec::Vec;
 
+/// Bytes queued on one link past which [`Kingpin::poll_flush`] asks the
+/// runtime to write them at once rather than when the turn ends: a burst
+/// the application queues in one go then reaches the worker while the rest
+/// is still being queued, instead of leaving it idle until the burst ends.
+pub const FLUSH_AT: usize = 64 * 1024;
+
 /// A frame that waits for its link's handshake.
 pub(super) struct Early {
     pub frame: Vec<u8>,
@@ -123,6 +129,18 @@ impl Kingpin {
         self.push_with(link, kind, meta, payload, fds, Queued { reroute: None, call: None })
     }
 
+    /// Bytes were queued on `link`, which held `before`: its first bytes
+    /// ask for a transmit; reaching [`FLUSH_AT`] asks for one at once.
+    fn queued(&mut self, link: LinkId, before: usize) {
+        if before == 0 {
+            self.outputs.push_back(Output::Transmit(link));
+        }
+        let now = self.link(link).map_or(0, |l| l.out.len());
+        if before < FLUSH_AT && now >= FLUSH_AT && !self.flush.contains(&link) {
+            self.flush.push(link);
+        }
+    }
+
     /// Queues a frame for `link`: on the wire if the worker is up, else in
     /// its early queue (bounded). On error the fds are released.
     pub(super) fn push_with<M: WriteMeta + ?Sized>(
@@ -142,12 +160,10 @@ impl Kingpin {
         let result = match l.phase {
             Phase::Up if l.out.len() >= out_limit => Err((SendError::Backpressure, fds)),
             Phase::Up => {
-                let was_empty = l.out.is_empty();
+                let before = l.out.len();
                 match l.out.push(kind as u8, meta, payload, fds) {
                     Ok(()) => {
-                        if was_empty {
-                            self.outputs.push_back(Output::Transmit(link));
-                        }
+                        self.queued(link, before);
                         Ok(())
                     }
                     Err((e, fds)) => Err((SendError::Encode(e), fds)),
@@ -180,11 +196,9 @@ impl Kingpin {
         let Some(l) = self.link_mut(link) else { return Err(early) };
         match l.phase {
             Phase::Up if l.out.len() < out_limit => {
-                let was_empty = l.out.is_empty();
+                let before = l.out.len();
                 l.out.push_encoded(&early.frame, early.fds);
-                if was_empty {
-                    self.outputs.push_back(Output::Transmit(link));
-                }
+                self.queued(link, before);
                 Ok(())
             }
             Phase::Spawning | Phase::Handshaking if l.early_bytes + early.frame.len() <= early_limit => {

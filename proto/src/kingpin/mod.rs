@@ -20,6 +20,7 @@ pub use control::{
     ControlId, ControlOutput, ControlServer, MAX_CONTROL_CONNECTIONS, MAX_CONTROL_QUEUED, TooManyConnections,
 };
 pub use jobs::{JOB_NAME, JOB_NAMESPACE, JobOptions};
+pub use link::FLUSH_AT;
 pub use summary::Summary;
 pub use supervise::{WorkerHealth, WorkerState};
 
@@ -291,7 +292,8 @@ pub struct Pending {
 /// - mutators from the application ([`Kingpin::send`],
 ///   [`Kingpin::request`], [`Kingpin::respond`], [`Kingpin::invoke`],
 ///   [`Kingpin::cancel`]);
-/// - `poll_*`: outputs ([`Kingpin::poll_output`], [`Kingpin::poll_transmit`]).
+/// - `poll_*`: outputs ([`Kingpin::poll_output`], [`Kingpin::poll_transmit`],
+///   [`Kingpin::poll_flush`]).
 ///
 /// After any `handle_*` or mutator call the runtime drains `poll_output`
 /// until it returns `None`, writes each link named by [`Output::Transmit`]
@@ -318,6 +320,8 @@ pub struct Kingpin {
     next_worker: u64,
     pids: BTreeMap<u32, LinkId>,
     outputs: VecDeque<Output>,
+    /// Links whose queue reached [`FLUSH_AT`] (see [`Kingpin::poll_flush`]).
+    flush: Vec<LinkId>,
     requests: Requester,
     calls: Deadlines<CallEntry>,
     jobs: jobs::JobQueue,
@@ -343,6 +347,7 @@ impl Kingpin {
             next_worker: 1,
             pids: BTreeMap::new(),
             outputs: VecDeque::new(),
+            flush: Vec::new(),
             calls: Deadlines::new(),
             jobs: jobs::JobQueue::default(),
             shutdown: None,
@@ -458,6 +463,18 @@ impl Kingpin {
     /// The next output, if any.
     pub fn poll_output(&mut self) -> Option<Output> {
         self.outputs.pop_front()
+    }
+
+    /// A link whose queue reached [`FLUSH_AT`] bytes since the last call:
+    /// the runtime writes it now, in the middle of the application's code,
+    /// rather than once control comes back to its loop. Its
+    /// [`Output::Transmit`] still comes, and then finds less (or nothing).
+    ///
+    /// Ask after each mutator ([`Kingpin::send`], [`Kingpin::request`],
+    /// ...) that the application calls; a link that cannot take bytes now
+    /// is left to its writability, as any other.
+    pub fn poll_flush(&mut self) -> Option<LinkId> {
+        self.flush.pop()
     }
 
     /// What to write next on `link`.
