@@ -332,6 +332,11 @@ pub struct Kingpin {
     now: Instant,
     /// Names of messages and requests addressed to the kingpin, shared.
     names: Interner,
+    /// No link's or slot's timer (handshake, stop, ping, silence, respawn)
+    /// is earlier: setting one lowers it, `handle_timeout` recomputes it.
+    /// Otherwise those timers only move later (`last_seen` only grows), so
+    /// it stays a lower bound and `poll_timeout` scans no links.
+    timers_floor: Option<Instant>,
 }
 
 impl Kingpin {
@@ -355,6 +360,7 @@ impl Kingpin {
             exited: false,
             now: Instant::ZERO,
             names: Interner::new(),
+            timers_floor: None,
         };
         for role in 0..k.roles.len() {
             for slot in 0..k.roles[role].slots.len() {
@@ -399,7 +405,23 @@ impl Kingpin {
     }
 
     /// The earliest instant at which [`Kingpin::handle_timeout`] has work.
+    ///
+    /// Found without scanning the links: a worker heard from since the
+    /// last timeout has its silence deadline moved later, which this may
+    /// not see yet. The wake-up it causes finds nothing to do, and the next
+    /// answer is exact again.
     pub fn poll_timeout(&self) -> Option<Instant> {
+        debug_assert!(
+            self.scan_timers().is_none_or(|t| self.timers_floor.is_some_and(|f| f <= t)),
+            "a link or slot timer was set without lowering the floor"
+        );
+        let shutdown = self.shutdown.filter(|sd| !sd.hard).map(|sd| sd.deadline);
+        let tables = [self.requests.next_deadline(), self.calls.next_deadline(), self.jobs.next_deadline(), shutdown];
+        tables.into_iter().chain([self.timers_floor]).flatten().min()
+    }
+
+    /// The earliest timer of any link or slot (a scan of all of them).
+    fn scan_timers(&self) -> Option<Instant> {
         let heartbeat = self.config.heartbeat;
         let links = self.links.iter().flat_map(|(_, l)| {
             let hb = match (heartbeat, l.phase) {
@@ -409,9 +431,13 @@ impl Kingpin {
             [l.deadline, l.stop_deadline].into_iter().chain(hb).flatten()
         });
         let slots = self.roles.iter().flat_map(|r| r.slots.iter().filter_map(|s| s.respawn_at));
-        let shutdown = self.shutdown.filter(|sd| !sd.hard).map(|sd| sd.deadline);
-        let tables = [self.requests.next_deadline(), self.calls.next_deadline(), self.jobs.next_deadline(), shutdown];
-        links.chain(slots).chain(tables.into_iter().flatten()).min()
+        links.chain(slots).min()
+    }
+
+    /// A link's or slot's timer was set or cleared: the floor is the
+    /// earliest again. (Lifecycle events only, never per message.)
+    pub(super) fn timers_changed(&mut self) {
+        self.timers_floor = self.scan_timers();
     }
 
     /// Per-worker figures: pid, role, slot, state, memory, load, restarts,
@@ -512,13 +538,17 @@ impl Kingpin {
             Phase::Handshaking | Phase::Up if l.info.pid == 0 && !pid_taken => {}
             _ => return,
         }
-        if l.phase == Phase::Spawning {
+        let handshake = l.phase == Phase::Spawning;
+        if handshake {
             l.phase = Phase::Handshaking;
             l.deadline = Some(deadline);
         }
         l.info.pid = pid;
         l.spawned_at = now;
         let (info, unwanted) = (l.info.clone(), l.stopping);
+        if handshake {
+            self.timers_changed();
+        }
         self.pids.insert(pid, link);
         self.event(Event::WorkerSpawned(info));
         if unwanted {
@@ -569,6 +599,7 @@ impl Kingpin {
                 self.retire_slots(role);
             }
         }
+        self.timers_changed();
         self.update_online(role);
         self.check_exit();
     }
@@ -653,6 +684,7 @@ impl Kingpin {
                 }
             }
         }
+        self.timers_changed();
     }
 
     /// Sends a one-way message from the kingpin.
@@ -878,6 +910,7 @@ impl Kingpin {
         l.early_bytes = 0;
         let info = l.info.clone();
         let role = l.role;
+        self.timers_changed();
         self.outputs.push_back(Output::Transmit(link));
         self.event(Event::WorkerUp(info));
         if self.roles[role].spec.ready_on_connect {
@@ -923,6 +956,7 @@ impl Kingpin {
             }
         }
         let info = l.info.clone();
+        self.timers_changed();
         self.release(leftover);
         self.outputs.push_back(Output::CloseLink(link));
         self.reroute_early(early);
@@ -968,6 +1002,7 @@ impl Kingpin {
             if self.pids.get(&l.info.pid) == Some(&link) {
                 self.pids.remove(&l.info.pid);
             }
+            self.timers_changed();
         }
     }
 

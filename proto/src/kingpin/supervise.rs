@@ -218,6 +218,7 @@ impl Kingpin {
         } else {
             s.respawn_at = Some(now + delay);
             s.restart_due = true;
+            self.timers_changed();
         }
         self.update_online(role);
         self.continue_reload(role);
@@ -402,6 +403,7 @@ impl Kingpin {
         }
         l.stopping = true;
         l.stop_deadline = Some(deadline);
+        self.timers_changed();
         self.push(link, Kind::Stop, &Stop { grace_ms }, &[], alloc::vec::Vec::new()).ok();
     }
 
