@@ -1,7 +1,8 @@
 //! Hand-written encoding and decoding of the frames sent and received most
-//! ([`Deliver`](crate::wire::Deliver) and [`Call`](crate::wire::Call)), for
-//! speed: no serde visitor, and names left as bytes so that a name already
-//! interned needs no UTF-8 check again.
+//! ([`Deliver`](crate::wire::Deliver) and [`Call`](crate::wire::Call) to
+//! workers; [`Send`], [`Request`] and [`Reply`] from them, and replies to
+//! them), for speed: no serde visitor, and a worker's names left as bytes
+//! so that a name already interned needs no UTF-8 check again.
 //!
 //! The decoder reads postcard's encoding (SPEC.md §4) and accepts exactly
 //! what postcard accepts, or gives up (`None`) so that the caller falls back
@@ -11,7 +12,8 @@
 //! given.
 
 use crate::frame::{EncodeError, WriteMeta};
-use crate::wire::{Call, Deliver, Source};
+use crate::wire::{Call, Deliver, Reply, Request, Send, Source, Target};
+use alloc::string::String;
 use alloc::vec::Vec;
 
 /// A `Deliver`'s metadata, encoded by hand (the same bytes as postcard).
@@ -118,6 +120,40 @@ pub(crate) fn call(body: &[u8]) -> Option<HotCall<'_>> {
     Some(HotCall { id, from, ns, name, callbacks, payload_at: r.at })
 }
 
+/// Decodes a `Send` body (a worker's one-way message): the message and
+/// where its payload starts, or `None` to fall back to postcard.
+pub(crate) fn send(body: &[u8]) -> Option<(Send<&str>, usize)> {
+    let mut r = Reader { buf: body, at: 0 };
+    let to = r.target()?;
+    let ns = r.str()?;
+    let name = r.str()?;
+    Some((Send { to, ns, name }, r.at))
+}
+
+/// Decodes a `Request` body (a worker's request), or `None` to fall back.
+pub(crate) fn request(body: &[u8]) -> Option<(Request<&str>, usize)> {
+    let mut r = Reader { buf: body, at: 0 };
+    let id = r.u64()?;
+    let to = r.target()?;
+    let ns = r.str()?;
+    let name = r.str()?;
+    let timeout_ms = r.u64()?;
+    let count = r.small()?;
+    let mut callbacks = Vec::new();
+    for _ in 0..count {
+        callbacks.push(r.u64()?);
+    }
+    Some((Request { id, to, ns, name, timeout_ms, callbacks }, r.at))
+}
+
+/// Decodes a successful `Reply` body, or `None` to fall back (failures
+/// carry more, and are rare).
+pub(crate) fn reply(body: &[u8]) -> Option<(Reply, usize)> {
+    let mut r = Reader { buf: body, at: 0 };
+    let id = r.u64()?;
+    (r.small()? == 0).then_some((Reply { id, result: Ok(()) }, r.at))
+}
+
 struct Reader<'a> {
     buf: &'a [u8],
     at: usize,
@@ -164,6 +200,24 @@ impl<'a> Reader<'a> {
         let s = self.buf.get(self.at..self.at + len)?;
         self.at += len;
         Some(s)
+    }
+
+    fn str(&mut self) -> Option<&'a str> {
+        core::str::from_utf8(self.bytes()?).ok()
+    }
+
+    fn target(&mut self) -> Option<Target> {
+        match self.small()? {
+            0 => Some(Target::Kingpin),
+            1 => match self.byte()? {
+                b @ (0 | 1) => Some(Target::All { include_sender: b == 1 }),
+                _ => None,
+            },
+            2 => Some(Target::Role(String::from(self.str()?))),
+            3 => Some(Target::Any(String::from(self.str()?))),
+            4 => Some(Target::Pid(self.u32()?)),
+            _ => None,
+        }
     }
 
     fn source(&mut self) -> Option<Source> {
@@ -220,6 +274,34 @@ mod tests {
         }
     }
 
+    /// Whenever a fast path decodes, postcard decodes the same value and
+    /// finds the payload at the same place.
+    fn agree<'a, T>(body: &'a [u8], hot: Option<(T, usize)>)
+    where
+        T: serde::Deserialize<'a> + PartialEq + core::fmt::Debug,
+    {
+        if let Some((h, at)) = hot {
+            let (g, rest) = postcard::take_from_bytes::<T>(body).expect("postcard accepts what the fast path accepts");
+            assert_eq!((h, at), (g, body.len() - rest.len()));
+        }
+    }
+
+    fn agree_from_workers(body: &[u8]) {
+        agree(body, send(body));
+        agree(body, request(body));
+        agree(body, reply(body));
+    }
+
+    fn target() -> impl Strategy<Value = Target> {
+        prop_oneof![
+            Just(Target::Kingpin),
+            any::<bool>().prop_map(|include_sender| Target::All { include_sender }),
+            ".{0,12}".prop_map(Target::Role),
+            ".{0,12}".prop_map(Target::Any),
+            any::<u32>().prop_map(Target::Pid),
+        ]
+    }
+
     fn source() -> impl Strategy<Value = Source> {
         prop_oneof![
             Just(Source::Kingpin),
@@ -258,9 +340,43 @@ mod tests {
         }
 
         #[test]
+        fn encoded_frames_from_workers_decode_fast(id in any::<u64>(), to in target(), ns in ".{0,10}", name in ".{0,20}", timeout_ms in any::<u64>(), callbacks in proptest::collection::vec(any::<u64>(), 0..5), payload in proptest::collection::vec(any::<u8>(), 0..20)) {
+            let (ns, name) = (ns.as_str(), name.as_str());
+            let with_payload = |mut body: Vec<u8>| { body.extend_from_slice(&payload); body };
+            let body = with_payload(postcard::to_allocvec(&Send { to: to.clone(), ns, name }).unwrap());
+            agree(&body, send(&body));
+            prop_assert_eq!(&body[send(&body).expect("short names take the fast path").1..], &payload[..]);
+            let body = with_payload(postcard::to_allocvec(&Request { id, to, ns, name, timeout_ms, callbacks }).unwrap());
+            agree(&body, request(&body));
+            prop_assert!(request(&body).is_some());
+            let body = with_payload(postcard::to_allocvec(&Reply { id, result: Ok(()) }).unwrap());
+            agree(&body, reply(&body));
+            prop_assert!(reply(&body).is_some());
+            let failed = postcard::to_allocvec(&Reply { id, result: Err(crate::wire::Failure::UnknownNamespace) }).unwrap();
+            prop_assert!(reply(&failed).is_none(), "failures take postcard's path");
+        }
+
+        #[test]
         fn arbitrary_bodies_never_disagree(body in proptest::collection::vec(any::<u8>(), 0..48)) {
             agree_deliver(&body);
             agree_call(&body);
+            agree_from_workers(&body);
+        }
+
+        #[test]
+        fn mutated_frames_from_workers_never_disagree(id in any::<u64>(), to in target(), name in "[a-z]{0,8}", flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4)) {
+            let mut bodies = [
+                postcard::to_allocvec(&Send { to: to.clone(), ns: "_", name: name.as_str() }).unwrap(),
+                postcard::to_allocvec(&Request { id, to, ns: "_", name: name.as_str(), timeout_ms: 5, callbacks: vec![id] }).unwrap(),
+                postcard::to_allocvec(&Reply { id, result: Ok(()) }).unwrap(),
+            ];
+            for body in &mut bodies {
+                for (i, b) in &flips {
+                    let i = i.index(body.len());
+                    body[i] = *b;
+                }
+                agree_from_workers(body);
+            }
         }
 
         #[test]

@@ -492,11 +492,22 @@ impl<'a> Message<&'a str> {
             Kind::Stop => whole(body).map(Message::Stop).map_err(|_| bad(fds)),
             Kind::Fatal => whole(body).map(Message::Fatal).map_err(|_| bad(fds)),
             Kind::Scale => whole(body).map(Message::Scale).map_err(|_| bad(fds)),
-            Kind::Send => payload_msg(body, fds, Message::Send).map_err(bad),
+            // The frames a busy kingpin gets most, decoded by hand first
+            // (`hot.rs`: the same result, or postcard decides).
+            Kind::Send => match crate::hot::send(body) {
+                Some((m, at)) => Ok(Message::Send(m, body.slice(at..), fds)),
+                None => payload_msg(body, fds, Message::Send).map_err(bad),
+            },
             Kind::Deliver => payload_msg(body, fds, Message::Deliver).map_err(bad),
-            Kind::Request => payload_msg(body, fds, Message::Request).map_err(bad),
+            Kind::Request => match crate::hot::request(body) {
+                Some((m, at)) => Ok(Message::Request(m, body.slice(at..), fds)),
+                None => payload_msg(body, fds, Message::Request).map_err(bad),
+            },
             Kind::Call => payload_msg(body, fds, Message::Call).map_err(bad),
-            Kind::Reply => payload_msg(body, fds, Message::Reply).map_err(bad),
+            Kind::Reply => match crate::hot::reply(body) {
+                Some((m, at)) => Ok(Message::Reply(m, body.slice(at..), fds)),
+                None => payload_msg(body, fds, Message::Reply).map_err(bad),
+            },
             Kind::Invoke => payload_msg(body, fds, Message::Invoke).map_err(bad),
         }
     }
