@@ -12,17 +12,23 @@ const LONGEST_WAIT: Duration = Duration::from_secs(3600);
 #[derive(Clone, Copy, Debug)]
 pub struct Clock {
     epoch: std::time::Instant,
+    /// The same instant on `CLOCK_MONOTONIC`, in nanoseconds (`None`: that
+    /// clock could not be read, `std` is used).
+    epoch_ns: Option<u64>,
 }
 
 impl Clock {
     /// A clock whose zero is now.
     pub fn new() -> Clock {
-        Clock { epoch: std::time::Instant::now() }
+        Clock { epoch: std::time::Instant::now(), epoch_ns: mob_sys::clock::monotonic_nanos() }
     }
 
     /// Now, as proto counts time.
     pub fn now(&self) -> Instant {
-        Instant::from_nanos(self.epoch.elapsed().as_nanos().try_into().unwrap_or(u64::MAX))
+        match self.epoch_ns.zip(mob_sys::clock::monotonic_nanos()) {
+            Some((epoch, now)) => Instant::from_nanos(now.saturating_sub(epoch)),
+            None => Instant::from_nanos(self.epoch.elapsed().as_nanos().try_into().unwrap_or(u64::MAX)),
+        }
     }
 
     /// The `std` instant for one of ours.
@@ -63,5 +69,17 @@ mod tests {
         assert!(clock.until(later) <= Duration::from_secs(5));
         assert_eq!(clock.until(now), Duration::ZERO);
         assert_eq!(clock.until(Instant::from_nanos(u64::MAX)), LONGEST_WAIT);
+    }
+
+    #[test]
+    fn the_direct_clock_reads_what_std_reads() {
+        let clock = Clock::new();
+        let before = clock.epoch.elapsed();
+        let ours = Duration::from_nanos(clock.now().as_nanos());
+        let after = clock.epoch.elapsed();
+        // Both count from the same moment on the same clock (up to the
+        // instant between the two reads in `new`).
+        let slack = Duration::from_millis(1);
+        assert!(ours + slack >= before && ours <= after + slack, "{before:?} <= {ours:?} <= {after:?}");
     }
 }

@@ -28,6 +28,7 @@
 
 pub mod activation;
 pub mod channel;
+pub mod clock;
 pub mod control;
 pub mod inherit;
 pub mod listen;
