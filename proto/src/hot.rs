@@ -112,11 +112,7 @@ pub(crate) fn call(body: &[u8]) -> Option<HotCall<'_>> {
     let ns = r.bytes()?;
     let name = r.bytes()?;
     let _timeout_ms = r.u64()?;
-    let count = r.small()?;
-    let mut callbacks = Vec::new();
-    for _ in 0..count {
-        callbacks.push(r.u64()?);
-    }
+    let callbacks = r.ids()?;
     Some(HotCall { id, from, ns, name, callbacks, payload_at: r.at })
 }
 
@@ -138,11 +134,7 @@ pub(crate) fn request(body: &[u8]) -> Option<(Request<&str>, usize)> {
     let ns = r.str()?;
     let name = r.str()?;
     let timeout_ms = r.u64()?;
-    let count = r.small()?;
-    let mut callbacks = Vec::new();
-    for _ in 0..count {
-        callbacks.push(r.u64()?);
-    }
+    let callbacks = r.ids()?;
     Some((Request { id, to, ns, name, timeout_ms, callbacks }, r.at))
 }
 
@@ -200,6 +192,12 @@ impl<'a> Reader<'a> {
         let s = self.buf.get(self.at..self.at + len)?;
         self.at += len;
         Some(s)
+    }
+
+    /// A sequence of ids (callbacks), fewer than 128 of them.
+    fn ids(&mut self) -> Option<Vec<u64>> {
+        let count = self.small()?;
+        (0..count).map(|_| self.u64()).collect()
     }
 
     fn str(&mut self) -> Option<&'a str> {
