@@ -1,8 +1,9 @@
 //! A table of entries keyed by id, each with an optional deadline, that can
 //! hand back everything that has expired.
 
+use crate::id_map::IdMap;
 use crate::time::Instant;
-use alloc::collections::{BTreeMap, BinaryHeap};
+use alloc::collections::BinaryHeap;
 use alloc::vec::Vec;
 use core::cmp::Reverse;
 
@@ -15,13 +16,13 @@ use core::cmp::Reverse;
 /// top of the heap is always a live entry's deadline, and the heap never
 /// holds more than about twice the entries.
 pub(crate) struct Deadlines<T> {
-    entries: BTreeMap<u64, (Instant, T)>,
+    entries: IdMap<(Instant, T)>,
     by_time: BinaryHeap<Reverse<(Instant, u64)>>,
 }
 
 impl<T> Deadlines<T> {
     pub(crate) const fn new() -> Self {
-        Deadlines { entries: BTreeMap::new(), by_time: BinaryHeap::new() }
+        Deadlines { entries: IdMap::new(), by_time: BinaryHeap::new() }
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -40,16 +41,16 @@ impl<T> Deadlines<T> {
     }
 
     pub(crate) fn contains(&self, id: u64) -> bool {
-        self.entries.contains_key(&id)
+        self.entries.contains_key(id)
     }
 
     pub(crate) fn get_mut(&mut self, id: u64) -> Option<&mut T> {
-        self.entries.get_mut(&id).map(|(_, v)| v)
+        self.entries.get_mut(id).map(|(_, v)| v)
     }
 
     /// Takes entry `id` out.
     pub(crate) fn remove(&mut self, id: u64) -> Option<T> {
-        let (_, value) = self.entries.remove(&id)?;
+        let (_, value) = self.entries.remove(id)?;
         self.tidy();
         Some(value)
     }
@@ -69,7 +70,7 @@ impl<T> Deadlines<T> {
             }
             self.by_time.pop();
             if self.is_live((t, id))
-                && let Some((_, v)) = self.entries.remove(&id)
+                && let Some((_, v)) = self.entries.remove(id)
             {
                 out.push((id, v));
             }
@@ -78,20 +79,23 @@ impl<T> Deadlines<T> {
         out
     }
 
-    /// Takes out the entries `pred` picks.
+    /// Takes out the entries `pred` picks, in id order.
     pub(crate) fn extract_if(&mut self, mut pred: impl FnMut(&T) -> bool) -> Vec<(u64, T)> {
-        let ids: Vec<u64> = self.entries.iter().filter(|(_, (_, v))| pred(v)).map(|(id, _)| *id).collect();
+        let mut ids: Vec<u64> = self.entries.iter().filter(|(_, (_, v))| pred(v)).map(|(id, _)| id).collect();
+        ids.sort_unstable();
         ids.into_iter().filter_map(|id| self.remove(id).map(|v| (id, v))).collect()
     }
 
-    /// Takes out every entry.
-    pub(crate) fn drain(&mut self) -> impl Iterator<Item = (u64, T)> + '_ {
+    /// Takes out every entry, in id order.
+    pub(crate) fn drain(&mut self) -> impl Iterator<Item = (u64, T)> + use<T> {
         self.by_time.clear();
-        core::mem::take(&mut self.entries).into_iter().map(|(id, (_, v))| (id, v))
+        let mut all: Vec<(u64, T)> = self.entries.take_all().map(|(id, (_, v))| (id, v)).collect();
+        all.sort_unstable_by_key(|(id, _)| *id);
+        all.into_iter()
     }
 
     fn is_live(&self, (t, id): (Instant, u64)) -> bool {
-        self.entries.get(&id).is_some_and(|(d, _)| *d == t)
+        self.entries.get(id).is_some_and(|(d, _)| *d == t)
     }
 
     /// Drops stale items from the top of the heap, and rebuilds the heap
@@ -105,7 +109,7 @@ impl<T> Deadlines<T> {
         }
         if self.by_time.len() > 2 * self.entries.len() + 32 {
             let live =
-                self.entries.iter().filter(|(_, (t, _))| *t != Instant::MAX).map(|(id, (t, _))| Reverse((*t, *id)));
+                self.entries.iter().filter(|(_, (t, _))| *t != Instant::MAX).map(|(id, (t, _))| Reverse((*t, id)));
             self.by_time = live.collect();
         }
     }
@@ -114,6 +118,7 @@ impl<T> Deadlines<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use alloc::collections::BTreeMap;
 
     #[test]
     fn expires_in_deadline_order_and_ignores_removed() {

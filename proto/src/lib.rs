@@ -101,6 +101,7 @@ pub mod error;
 pub mod fd;
 pub mod frame;
 mod hot;
+mod id_map;
 pub mod kingpin;
 pub mod lines;
 pub mod notify;

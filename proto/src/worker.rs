@@ -5,6 +5,7 @@ use crate::error::{CloseReason, RespondError, SendError};
 use crate::fd::FdHandle;
 use crate::frame::{DEFAULT_MAX_BODY, Decoder, OutBuf, RawFrame, Transmit};
 use crate::hot;
+use crate::id_map::IdMap;
 use crate::requester::{LateCounts, RequestError, Requester, millis};
 use crate::text::{Interner, Text};
 use crate::time::Instant;
@@ -12,7 +13,7 @@ use crate::wire::{
     self, Call, Cancel, Deliver, Failure, Fatal, Hello, Invoke, Kind, Message, Release, Reply, Request, Scale, Send,
     Source, Status, Stop, Target, Welcome,
 };
-use alloc::collections::{BTreeSet, VecDeque};
+use alloc::collections::VecDeque;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use bytes::{Buf, Bytes};
@@ -169,7 +170,7 @@ pub struct Worker {
     welcome: Option<Welcome>,
     requests: Requester,
     /// Calls we were given and have not answered.
-    incoming: BTreeSet<u64>,
+    incoming: IdMap<()>,
     /// What this worker last said of its readiness.
     ready: bool,
     /// Names of incoming messages, shared.
@@ -186,7 +187,7 @@ impl Worker {
             outputs: VecDeque::new(),
             welcome: None,
             requests: Requester::new(DEFAULT_REQUEST_TIMEOUT),
-            incoming: BTreeSet::new(),
+            incoming: IdMap::new(),
             ready: true,
             names: Interner::new(),
             config,
@@ -235,9 +236,11 @@ impl Worker {
     }
 
     /// Calls received and not yet answered (load-process-manager's
-    /// `requests()`).
-    pub fn open_calls(&self) -> impl Iterator<Item = u64> + '_ {
-        self.incoming.iter().copied()
+    /// `requests()`), in id order.
+    pub fn open_calls(&self) -> impl Iterator<Item = u64> + use<> {
+        let mut calls: Vec<u64> = self.incoming.iter().map(|(id, _)| id).collect();
+        calls.sort_unstable();
+        calls.into_iter()
     }
 
     /// Late replies and invocations dropped so far.
@@ -389,7 +392,7 @@ impl Worker {
         payload: &[u8],
         fds: Vec<FdHandle>,
     ) -> Result<(), RespondError> {
-        if !self.incoming.remove(&call) {
+        if self.incoming.remove(call).is_none() {
             self.release(fds);
             return Err(RespondError::NotPending);
         }
@@ -521,7 +524,7 @@ impl Worker {
             let (call, from, callbacks, at) = (c.id, c.from, c.callbacks, c.payload_at);
             let RawFrame { body: mut payload, fds, .. } = frame;
             payload.advance(at);
-            self.incoming.insert(call);
+            self.incoming.insert(call, ());
             return Ok(WorkerOutput::Event(WorkerEvent::Request { call, from, ns, name, payload, fds, callbacks }));
         }
         Err(frame)
@@ -550,12 +553,12 @@ impl Worker {
                 self.event(WorkerEvent::Message { from, ns, name, payload, fds });
             }
             (State::Running, Message::Call(Call { id, from, ns, name, callbacks, .. }, payload, fds)) => {
-                self.incoming.insert(id);
+                self.incoming.insert(id, ());
                 let (ns, name) = (self.names.intern(ns), self.names.intern(name));
                 self.event(WorkerEvent::Request { call: id, from, ns, name, payload, fds, callbacks });
             }
             (State::Running, Message::Cancel(Cancel { id })) => {
-                if self.incoming.remove(&id) {
+                if self.incoming.remove(id).is_some() {
                     self.event(WorkerEvent::Cancelled { call: id });
                 }
             }
@@ -619,7 +622,7 @@ impl Worker {
         for callback in ended.callbacks {
             self.event(WorkerEvent::CallbackReleased { callback });
         }
-        self.incoming.clear();
+        self.incoming.take_all().for_each(drop);
         self.outputs.push_back(WorkerOutput::Closed(reason));
     }
 }
