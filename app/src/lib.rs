@@ -41,6 +41,7 @@ mod completions;
 pub mod control;
 mod error;
 mod handle;
+mod held_fd;
 mod job;
 pub mod kingpin;
 mod message;
@@ -58,6 +59,7 @@ pub use command::{Command, LoopSender, RemoteCallback, RemoteDone, RemoteRequest
 pub use completions::{CallbackFn, Completions, Done, LocalCallback, LocalDone};
 pub use error::Error;
 pub use handle::{Handle, HandleRequest};
+pub use held_fd::HeldFd;
 pub use job::{JobBuilder, JobDone, JobDoneFn, JobOutcome, JobQueue, JobResponse, JobSpec, WaitJobs};
 pub use kingpin::{Event, Launch};
 pub use message::Message;

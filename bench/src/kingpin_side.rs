@@ -11,6 +11,7 @@ use crate::{
 use std::cell::RefCell;
 use std::os::fd::OwnedFd;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The application that runs workload `name`.
@@ -98,14 +99,17 @@ fn routed_rtt(n: usize) -> App {
 }
 
 /// `oneway` and `fd_pass`: the kingpin streams `n` one-way messages of 64
-/// bytes (each with one fd for `fd_pass`) to one worker, which counts them.
+/// bytes (each with one fd for `fd_pass`: the same open `/dev/null`, shared
+/// by every message, as an application sends one file to many) to one
+/// worker, which counts them.
 /// A `count` request after every chunk keeps the window bounded; the last
 /// one's answer is the worker's count.
 fn stream(with_fds: bool, n: usize) -> App {
     let name = if with_fds { "bench-fd" } else { "bench-oneway" };
     App::new(name).role("sink", 1, worker).on_event(move |kingpin, event| {
         if let Event::AppOnline = event {
-            let devnull = with_fds.then(|| std::fs::File::open("/dev/null").unwrap_or_else(|e| fail(e)));
+            let devnull =
+                with_fds.then(|| Arc::new(OwnedFd::from(std::fs::File::open("/dev/null").unwrap_or_else(|e| fail(e)))));
             let (chunk, window) = if with_fds { (FD_CHUNK, FD_WINDOW) } else { (ONEWAY_CHUNK, ONEWAY_WINDOW) };
             let to = Target::Pid(worker_pid(kingpin, "sink"));
             let run = Stream { n, chunk, window, sent: 0, open: 0, to, devnull, start: Instant::now() };
@@ -122,8 +126,8 @@ struct Stream {
     /// `count` requests not yet answered.
     open: usize,
     to: Target,
-    /// `fd_pass`: each message carries a duplicate of it.
-    devnull: Option<std::fs::File>,
+    /// `fd_pass`: each message carries it.
+    devnull: Option<Arc<OwnedFd>>,
     start: Instant,
 }
 
@@ -135,11 +139,11 @@ fn stream_fill(kingpin: &mut Kingpin, run: &Rc<RefCell<Stream>>) {
         }
         let chunk = s.chunk.min(s.n - s.sent);
         for _ in 0..chunk {
-            let (name, fds) = match &s.devnull {
-                Some(f) => ("fd", vec![OwnedFd::from(f.try_clone().unwrap_or_else(|e| fail(e)))]),
-                None => ("m", Vec::new()),
+            let sent = match &s.devnull {
+                Some(f) => kingpin.send_shared(s.to.clone(), NS, "fd", &PAYLOAD, std::slice::from_ref(f)),
+                None => kingpin.send_raw(s.to.clone(), NS, "m", &PAYLOAD, Vec::new()),
             };
-            if let Err(e) = kingpin.send_raw(s.to.clone(), NS, name, &PAYLOAD, fds) {
+            if let Err(e) = sent {
                 fail(format!("send failed: {e}"));
             }
         }

@@ -10,7 +10,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use mob_app::RequestSpec as Spec;
 use mob_app::kingpin::Systemd;
 use mob_app::kingpin::{RoleListener, Translated};
-use mob_app::{BuildNameHasher, CallbackFn, Clock, Completions, Done, JobDone, JobQueue, JobSpec, RequestLoop};
+use mob_app::{BuildNameHasher, CallbackFn, Clock, Completions, Done, HeldFd, JobDone, JobQueue, JobSpec, RequestLoop};
 use mob_proto::frame::Transmit;
 use mob_proto::wire::DEFAULT_NAMESPACE;
 use mob_proto::{FdHandle, FdTable, KingpinConfig, LinkId, Output, Phase, Spawn, Target, WorkerHealth, WorkerInfo};
@@ -39,7 +39,7 @@ pub struct Kingpin {
     poll: Poll,
     links: HashMap<LinkId, LinkSock, BuildNameHasher>,
     children: HashMap<u32, Child>,
-    fds: FdTable<OwnedFd>,
+    fds: FdTable<HeldFd>,
     signals: SignalPipe,
     clock: Clock,
     launch: HashMap<String, Launch>,
@@ -173,7 +173,48 @@ impl Kingpin {
         payload: &[u8],
         fds: Vec<OwnedFd>,
     ) -> Result<(), Error> {
-        let handles = if fds.is_empty() { Vec::new() } else { fds.into_iter().map(|fd| self.fds.insert(fd)).collect() };
+        let handles =
+            if fds.is_empty() { Vec::new() } else { fds.into_iter().map(|fd| self.fds.insert(fd.into())).collect() };
+        self.send_held(to, ns, name, payload, handles)
+    }
+
+    /// Sends raw bytes with fds the application keeps and shares: each
+    /// frame holds a reference, not a copy, so sending one fd (a file, a
+    /// socket) in many messages costs no `dup` and no `close` per message.
+    /// The fd closes when its last holder (the application, or a frame not
+    /// yet written) lets go.
+    ///
+    /// ```no_run
+    /// # fn f(kingpin: &mut mob_mio::Kingpin) -> Result<(), mob_mio::Error> {
+    /// use std::os::fd::OwnedFd;
+    /// use std::sync::Arc;
+    ///
+    /// let log = Arc::new(OwnedFd::from(std::fs::File::create("/tmp/app.log")?));
+    /// for pid in [101, 102, 103] {
+    ///     kingpin.send_shared(mob_mio::Target::Pid(pid), "_", "log-to", &[], std::slice::from_ref(&log))?;
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn send_shared(
+        &mut self,
+        to: Target,
+        ns: &str,
+        name: &str,
+        payload: &[u8],
+        fds: &[Arc<OwnedFd>],
+    ) -> Result<(), Error> {
+        let handles = fds.iter().map(|fd| self.fds.insert(HeldFd::Shared(fd.clone()))).collect();
+        self.send_held(to, ns, name, payload, handles)
+    }
+
+    fn send_held(
+        &mut self,
+        to: Target,
+        ns: &str,
+        name: &str,
+        payload: &[u8],
+        handles: Vec<FdHandle>,
+    ) -> Result<(), Error> {
         let sent = self.proto.send(to, ns, name, payload, handles);
         self.flush_due();
         Ok(sent?)
@@ -631,7 +672,7 @@ pub type JobBuilder<'a> = mob_app::JobBuilder<'a, Kingpin>;
 impl JobQueue for Kingpin {
     fn queue_job(&mut self, job: JobSpec, done: JobDone<Self>) -> Result<u64, Error> {
         let JobSpec { role, payload, fds, options } = job;
-        let handles = fds.into_iter().map(|fd| self.fds.insert(fd)).collect();
+        let handles = fds.into_iter().map(|fd| self.fds.insert(fd.into())).collect();
         let id = self.proto.enqueue(&role, &payload, handles, options, self.clock.now());
         self.flush_due();
         let id = id?;
@@ -643,7 +684,7 @@ impl JobQueue for Kingpin {
 impl RequestLoop for Kingpin {
     fn begin(&mut self, spec: Spec, callbacks: Vec<CallbackFn<Self>>, done: Done<Self>) -> Result<u64, Error> {
         let Spec { to, ns, name, payload, fds, timeout } = spec;
-        let handles = fds.into_iter().map(|fd| self.fds.insert(fd)).collect();
+        let handles = fds.into_iter().map(|fd| self.fds.insert(fd.into())).collect();
         let now = self.clock.now();
         let proto = &mut self.proto;
         let id = self

@@ -31,7 +31,7 @@ pub(crate) enum ReadStep {
 }
 
 /// One read: bytes into `buf`, fds registered in `fds`.
-pub(crate) fn read_once(sock: &impl AsRawFd, buf: &mut [u8], fds: &mut FdTable<OwnedFd>) -> ReadStep {
+pub(crate) fn read_once<T: From<OwnedFd>>(sock: &impl AsRawFd, buf: &mut [u8], fds: &mut FdTable<T>) -> ReadStep {
     let mut received = Vec::new();
     match recv_with_fds(sock, buf, &mut received) {
         Ok(0) => ReadStep::End(ReadEnd::Eof),
@@ -40,7 +40,7 @@ pub(crate) fn read_once(sock: &impl AsRawFd, buf: &mut [u8], fds: &mut FdTable<O
             // read that would only say "would block". (A read stops early at
             // fds, so after one we must read on.)
             let more = n == buf.len() || !received.is_empty();
-            let fds = received.into_iter().map(|fd| fds.insert(fd)).collect();
+            let fds = received.into_iter().map(|fd| fds.insert(fd.into())).collect();
             ReadStep::Data { n, fds, more }
         }
         Err(RecvError::Io(e)) if e.kind() == ErrorKind::WouldBlock => ReadStep::End(ReadEnd::Drained),
@@ -52,10 +52,10 @@ pub(crate) fn read_once(sock: &impl AsRawFd, buf: &mut [u8], fds: &mut FdTable<O
 /// Reads until the socket would block, handing each read's bytes and fds
 /// (registered in `fds`) to `feed`. `feed` returns false to stop early (the
 /// link was closed by proto).
-pub(crate) fn read_link(
+pub(crate) fn read_link<T: From<OwnedFd>>(
     sock: &impl AsRawFd,
     buf: &mut [u8],
-    fds: &mut FdTable<OwnedFd>,
+    fds: &mut FdTable<T>,
     mut feed: impl FnMut(&[u8], Vec<FdHandle>) -> bool,
 ) -> ReadEnd {
     loop {
@@ -87,8 +87,8 @@ pub(crate) enum WriteEnd {
 }
 
 /// Writes until the queue is empty or the socket would block. fds that left
-/// are closed here (the kernel holds its own references now).
-pub(crate) fn write_link(sock: &impl AsRawFd, out: &mut impl Outgoing, fds: &mut FdTable<OwnedFd>) -> WriteEnd {
+/// are dropped here (the kernel holds its own references now).
+pub(crate) fn write_link<T: AsRawFd>(sock: &impl AsRawFd, out: &mut impl Outgoing, fds: &mut FdTable<T>) -> WriteEnd {
     let mut raw: Vec<RawFd> = Vec::new();
     loop {
         let Some(t) = out.peek() else {

@@ -15,7 +15,7 @@ use crate::loop_tx::{Command, LoopTx};
 use crate::{Error, Event, Handle, JobOutcome, Launch, Outcome};
 use mob_app::kingpin::Systemd;
 use mob_app::kingpin::{RoleListener, Translated};
-use mob_app::{CallbackFn, Clock, Completions, Done, JobDone, JobQueue, JobSpec, RequestLoop, RequestSpec};
+use mob_app::{CallbackFn, Clock, Completions, Done, HeldFd, JobDone, JobQueue, JobSpec, RequestLoop, RequestSpec};
 use mob_app::{WaitJobs, WaitLoop};
 use mob_proto::wire::DEFAULT_NAMESPACE;
 use mob_proto::{
@@ -110,7 +110,7 @@ pub struct Kingpin {
     writes: Arc<Writes>,
     children: HashMap<u32, Child>,
     exits: HashMap<u32, PendingExit>,
-    fds: FdTable<OwnedFd>,
+    fds: FdTable<HeldFd>,
     clock: Clock,
     launch: HashMap<String, Launch>,
     on_event: Option<EventHandler>,
@@ -306,6 +306,34 @@ impl Kingpin {
         fds: Vec<OwnedFd>,
     ) -> Result<(), Error> {
         let handles = self.insert_fds(fds);
+        self.send_held(to, ns, name, payload, handles)
+    }
+
+    /// Sends raw bytes with fds the application keeps and shares: each
+    /// frame holds a reference, not a copy, so sending one fd in many
+    /// messages costs no `dup` and no `close` per message. The fd closes
+    /// when its last holder (the application, or a frame not yet written)
+    /// lets go.
+    pub fn send_shared(
+        &mut self,
+        to: Target,
+        ns: &str,
+        name: &str,
+        payload: &[u8],
+        fds: &[Arc<OwnedFd>],
+    ) -> Result<(), Error> {
+        let handles = fds.iter().map(|fd| self.fds.insert(HeldFd::Shared(fd.clone()))).collect();
+        self.send_held(to, ns, name, payload, handles)
+    }
+
+    fn send_held(
+        &mut self,
+        to: Target,
+        ns: &str,
+        name: &str,
+        payload: &[u8],
+        handles: Vec<FdHandle>,
+    ) -> Result<(), Error> {
         let sent = self.proto.send(to, ns, name, payload, handles);
         self.flush_due();
         Ok(sent?)
@@ -666,7 +694,7 @@ impl Kingpin {
     }
 
     fn insert_fds(&mut self, fds: Vec<OwnedFd>) -> Vec<FdHandle> {
-        fds.into_iter().map(|fd| self.fds.insert(fd)).collect()
+        fds.into_iter().map(|fd| self.fds.insert(fd.into())).collect()
     }
 
     /// Reaps every child that has ended. Its exit is handled once its link

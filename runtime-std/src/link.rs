@@ -10,6 +10,7 @@
 //! backpressure) sees exactly what a non-blocking runtime would.
 
 use crate::loop_tx::{Command, WorkerCommand};
+use mob_app::HeldFd;
 use mob_proto::frame::Transmit;
 use mob_proto::{FdHandle, FdTable, LinkId};
 use mob_sys::channel::{RecvError, recv_with_fds, send_with_fds};
@@ -141,10 +142,10 @@ impl Writes {
 }
 
 /// Bytes for the writer thread, with the fds that ride with the first one
-/// (the writer closes them once they are sent).
+/// (the writer drops them once they are sent).
 struct Chunk {
     bytes: Vec<u8>,
-    fds: Vec<OwnedFd>,
+    fds: Vec<HeldFd>,
 }
 
 /// The loop's side of one link: its socket, its writer, its read-ahead.
@@ -211,7 +212,11 @@ impl LinkIo {
     /// Writing from the loop saves a thread hand-off per frame when the
     /// peer keeps up (the common case); the writer thread is only for a
     /// peer that does not, so the loop never blocks.
-    pub(crate) fn flush(&mut self, out: Option<Transmit<'_>>, fds: &mut FdTable<OwnedFd>) -> Option<usize> {
+    pub(crate) fn flush<T: AsRawFd + Into<HeldFd>>(
+        &mut self,
+        out: Option<Transmit<'_>>,
+        fds: &mut FdTable<T>,
+    ) -> Option<usize> {
         let t = out?;
         if self.writing {
             return None;
@@ -220,7 +225,7 @@ impl LinkIo {
         if let Ok(n @ 1..) = mob_sys::channel::try_send_with_fds(&self.sock, t.bytes, &raw) {
             return Some(n);
         }
-        let fds = t.fds.iter().filter_map(|h| fds.take(FdHandle::from_raw(h.raw()))).collect();
+        let fds = t.fds.iter().filter_map(|h| fds.take(FdHandle::from_raw(h.raw())).map(Into::into)).collect();
         let bytes = t.bytes[..t.bytes.len().min(WRITE_CHUNK)].to_vec();
         if self.writer.send(Chunk { bytes, fds }).is_ok() {
             self.writing = true;
@@ -339,7 +344,7 @@ mod tests {
         let (ours, theirs) = mob_sys::channel::socketpair().unwrap();
         let (tx, rx) = channel();
         let (mut io, writes) = start(ours, tx, Credit::new());
-        let mut fds = FdTable::new();
+        let mut fds = FdTable::<OwnedFd>::new();
         let mut out = OutBuf::new(DEFAULT_MAX_BODY);
         out.push(16, &("ns", "big"), &vec![7u8; 2 << 20], Vec::new()).unwrap();
         let total = out.len();

@@ -1,7 +1,7 @@
 //! File descriptors with real processes, on each runtime: no fd leaked by
 //! the kingpin however messages end, a job that carries a connection and
-//! answers with a stream, and a broadcast that gives every worker its own
-//! copy of an fd.
+//! answers with a stream, a broadcast that gives every worker its own
+//! copy of an fd, and one fd shared by many messages without copies.
 
 use mob_tests::{TestApp, alive, eventually};
 use nix::sys::signal::Signal;
@@ -86,7 +86,20 @@ fn a_broadcast_gives_every_worker_its_own_copy_of_an_fd(exe: &str) {
     assert_eq!(fd_count(&mut app), before, "the kingpin keeps no copy");
 }
 
+fn a_shared_fd_goes_in_many_messages_and_closes_after_the_last(exe: &str) {
+    let mut app = TestApp::start(exe, "w:2", &[]);
+    app.wait_for(|l| l.what == "app-online");
+    let before = fd_count(&mut app);
+    // Every message's fd works (a byte each), and the pipe ends: no copy is
+    // left open anywhere, the kingpin's held frames included.
+    app.command("sharedfd any:w 2000");
+    let l = app.wait_for(|l| l.what == "sharedfd-read");
+    assert_eq!(l.rest.trim(), "2000 2000");
+    assert_eq!(fd_count(&mut app), before, "the kingpin keeps no copy");
+}
+
 mob_tests::on_both_runtimes!(
+    a_shared_fd_goes_in_many_messages_and_closes_after_the_last,
     the_kingpin_leaks_no_fd_however_messages_end,
     a_job_carries_a_connection_and_its_answer_carries_a_stream,
     a_broadcast_gives_every_worker_its_own_copy_of_an_fd,

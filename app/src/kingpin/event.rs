@@ -4,7 +4,7 @@
 use crate::answer::{Answer, Answers};
 use crate::clock::Clock;
 use crate::job::{JobOutcome, JobResponse};
-use crate::{Callback, Message, Outcome, Reply, Request, Responder};
+use crate::{Callback, HeldFd, Message, Outcome, Reply, Request, Responder};
 use mob_proto::{CloseReason, ExitStatus, FdHandle, FdTable, LinkId, Target, WorkerInfo};
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
@@ -111,14 +111,16 @@ pub enum Translated {
 /// error.
 pub fn translate<A: Answers + 'static>(
     event: mob_proto::Event,
-    fds: &mut FdTable<OwnedFd>,
+    fds: &mut FdTable<HeldFd>,
     clock: &Clock,
     fatal: &mut HashMap<LinkId, String>,
     answers: &Arc<A>,
 ) -> Translated {
     use mob_proto::Event as E;
-    let mut take =
-        |handles: Vec<FdHandle>| -> Vec<OwnedFd> { handles.into_iter().filter_map(|h| fds.take(h)).collect() };
+    // Fds from workers are the kingpin's own: handed over as they are.
+    let mut take = |handles: Vec<FdHandle>| -> Vec<OwnedFd> {
+        handles.into_iter().filter_map(|h| fds.take(h)?.into_owned().ok()).collect()
+    };
     Translated::App(match event {
         E::WorkerSpawned(w) => Event::WorkerSpawned(w),
         E::WorkerUp(w) => Event::WorkerUp(w),
@@ -227,7 +229,7 @@ mod tests {
         let (mut fds, clock, mut fatal, kept) =
             (FdTable::new(), Clock::new(), HashMap::new(), Arc::new(Kept::default()));
         let (r, _w) = fd_pair();
-        let handle = fds.insert(r);
+        let handle = fds.insert(HeldFd::from(r));
         let event = mob_proto::Event::Request {
             from: worker(7),
             id: 42,

@@ -74,6 +74,7 @@ fn worker(mut mob: Mobster) -> Result<(), Error> {
                 match msg.name.as_str() {
                     "boom" => panic!("boom in the handler"),
                     "holdfd" => report(&mob, format!("holdfd {}", inode(msg.fds.first()))),
+                    "writefd" => mob_tests::test_app::write_byte(msg.fds.first()),
                     "emit" => {
                         mob_tests::emit_output();
                         report(&mob, "emitted".into());

@@ -55,6 +55,7 @@ fn worker(mut mob: Mobster) -> Result<(), Error> {
         // Reports which file the fd it got refers to.
         report(mob, format!("holdfd {}", inode(msg.fds.first())));
     });
+    mob.on("writefd", |_mob, msg| mob_tests::test_app::write_byte(msg.fds.first()));
     mob.on("orphans", |mob, msg| {
         let n = msg.decode::<String>().ok().and_then(|s| s.parse().ok()).unwrap_or(0);
         let pids: Vec<String> = mob_tests::orphans::make_orphans(n).iter().map(u32::to_string).collect();

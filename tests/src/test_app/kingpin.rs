@@ -252,6 +252,29 @@ fn read_commands(handle: Handle) {
                     })
                     .ok();
             }
+            ["sharedfd", to, n] => {
+                // n one-way messages sharing one pipe's write end; the
+                // workers write a byte each into it. The pipe ends (EOF) once
+                // every copy is closed: the workers', and the frames' the
+                // kingpin held.
+                let (to, n): (Target, usize) = (target(to), n.parse().unwrap_or(0));
+                handle
+                    .with_kingpin(move |k| {
+                        let (r, w) = nix::unistd::pipe().expect("pipe");
+                        let w = Arc::new(w);
+                        let sent = (0..n).filter(|_| {
+                            k.send_shared(to.clone(), "_", "writefd", &[], std::slice::from_ref(&w)).is_ok()
+                        });
+                        let sent = sent.count();
+                        drop(w);
+                        std::thread::spawn(move || {
+                            let mut bytes = Vec::new();
+                            let _ = std::io::Read::read_to_end(&mut std::fs::File::from(r), &mut bytes);
+                            say("sharedfd-read", "_", 0, 0, &format!("{sent} {}", bytes.len()));
+                        });
+                    })
+                    .ok();
+            }
             ["fdcount"] => {
                 let count = || mob_sys::process::open_fd_count().unwrap_or(0).to_string();
                 handle.with_kingpin(move |_k| say("fdcount", "_", 0, 0, &count())).ok();

@@ -61,7 +61,9 @@
 //! (prints `health ROLE SLOT PID STATE RSS INFLIGHT RESTARTS`), `fds TARGET
 //! N` (N messages each with a pipe), `fdreq TARGET N TIMEOUT_MS` (N requests
 //! each with a pipe, never answered), `flood TARGET N SIZE`, `sockjob ROLE`,
-//! `broadcastfd ROLE`, `hcallback TARGET` (a handle's request passing a
+//! `broadcastfd ROLE`, `sharedfd TARGET N` (N messages sharing one pipe's
+//! write end, into which each worker writes a byte; prints
+//! `sharedfd-read SENT BYTES` at the pipe's end of file), `hcallback TARGET` (a handle's request passing a
 //! callback), `hwait TARGET` (a handle's wait on the kingpin's own thread),
 //! `fdcount`, `stop`, `kill`.
 //!
@@ -248,4 +250,11 @@ pub fn answer_sock_job(mut fds: Vec<OwnedFd>) -> Vec<OwnedFd> {
 /// The inode of the file `fd` refers to (0 if there is none).
 pub fn inode(fd: Option<impl AsFd>) -> u64 {
     fd.and_then(|fd| nix::sys::stat::fstat(fd).ok()).map_or(0, |st| st.st_ino)
+}
+
+/// Writes one byte into `fd` (a worker's `writefd` handler).
+pub fn write_byte(fd: Option<&OwnedFd>) {
+    if let Some(fd) = fd {
+        let _ = nix::unistd::write(fd, b"x");
+    }
 }
