@@ -63,9 +63,9 @@
 //! each with a pipe, never answered), `flood TARGET N SIZE`, `sockjob ROLE`,
 //! `broadcastfd ROLE`, `sharedfd TARGET N` (N messages sharing one pipe's
 //! write end, into which each worker writes a byte; prints
-//! `sharedfd-read SENT BYTES` at the pipe's end of file), `hcallback TARGET` (a handle's request passing a
-//! callback), `hwait TARGET` (a handle's wait on the kingpin's own thread),
-//! `fdcount`, `stop`, `kill`.
+//! `sharedfd-read SENT BYTES` at the pipe's end of file), `hcallback
+//! TARGET` (a handle's request passing a callback), `hwait TARGET` (a
+//! handle's wait on the kingpin's own thread), `fdcount`, `stop`, `kill`.
 //!
 //! The kingpin's side is written once, in `kingpin.rs` beside this file:
 //! each binary includes it with its runtime as `rt` (it is not a module of
