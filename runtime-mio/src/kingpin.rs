@@ -153,15 +153,15 @@ impl Kingpin {
     }
 
     /// Sends message `name` to every live worker of `role` (or every worker,
-    /// if `None`), each with its own duplicate of every fd in `fds` (a
-    /// listening socket, say): one fd can only travel to one recipient, so
-    /// the kingpin dups it per worker and closes its own copies. Returns how
-    /// many workers it was queued for.
+    /// if `None`), each with every fd in `fds` (a listening socket, say):
+    /// the frames share the fds, as [`Kingpin::send_shared`] does (each
+    /// worker gets its own descriptor from the kernel), and the kingpin's
+    /// copies close once the last frame carrying them is written. Returns
+    /// how many workers it was queued for.
     pub fn broadcast(&mut self, role: Option<&str>, ns: &str, name: &str, payload: &[u8], fds: Vec<OwnedFd>) -> usize {
+        let shared: Vec<Arc<OwnedFd>> = fds.into_iter().map(Arc::new).collect();
         let pids = mob_app::kingpin::live_pids(&self.proto, role);
-        mob_app::kingpin::fan_out(pids, &fds, |pid, copies| {
-            self.send_raw(Target::Pid(pid), ns, name, payload, copies).is_ok()
-        })
+        pids.into_iter().filter(|pid| self.send_shared(Target::Pid(*pid), ns, name, payload, &shared).is_ok()).count()
     }
 
     /// Sends raw bytes with fds (given up by the caller).

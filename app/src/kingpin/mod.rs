@@ -10,7 +10,7 @@ mod listeners;
 mod systemd;
 
 pub use answer::hand_answer;
-pub use broadcast::{fan_out, live_pids};
+pub use broadcast::live_pids;
 pub use children::{Reaped, exit_status, kill_all, reap};
 pub use event::{Event, Translated, exit_error, translate};
 pub use launch::{Launch, start_worker};
