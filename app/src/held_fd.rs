@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 /// An fd the kingpin holds for a frame: its own (received from a worker, or
 /// given up by the application), or one the application shares with any
-/// number of frames ([`Kingpin::send_shared`](../mob_mio/struct.Kingpin.html#method.send_shared)).
+/// number of frames (the runtimes' `Kingpin::send_shared` and `broadcast`).
 ///
 /// Sending a shared fd costs no `dup` and no `close` per frame: the kernel
 /// takes its own reference when the frame is written, and the frame lets go

@@ -10,8 +10,10 @@
 //! for good.
 //!
 //! The hash is Fibonacci hashing (a multiplication), which spreads counters
-//! evenly. Keys a peer chooses could be picked to collide, so this map is
-//! for ids this side assigns, not for a peer's.
+//! evenly. Keys chosen to collide would make it slow, so this map is for
+//! counters this side assigns, and, in a worker, for the call ids the
+//! kingpin assigns; never for ids a worker chooses (the kingpin keeps a
+//! worker's own request ids in a `BTreeSet`).
 
 use alloc::vec::Vec;
 use core::mem;

@@ -129,14 +129,14 @@ impl Kingpin {
         self.push_with(link, kind, meta, payload, fds, Queued { reroute: None, call: None })
     }
 
-    /// Bytes were queued on `link`, which held `before`: its first bytes
-    /// ask for a transmit; reaching [`FLUSH_AT`] asks for one at once.
-    fn queued(&mut self, link: LinkId, before: usize) {
+    /// Bytes were queued on `link`, which went from `before` to `after`
+    /// bytes: its first bytes ask for a transmit; reaching [`FLUSH_AT`]
+    /// asks for one at once.
+    fn queued(&mut self, link: LinkId, before: usize, after: usize) {
         if before == 0 {
             self.outputs.push_back(Output::Transmit(link));
         }
-        let now = self.link(link).map_or(0, |l| l.out.len());
-        if before < FLUSH_AT && now >= FLUSH_AT && !self.flush.contains(&link) {
+        if before < FLUSH_AT && after >= FLUSH_AT && !self.flush.contains(&link) {
             self.flush.push(link);
         }
     }
@@ -163,7 +163,8 @@ impl Kingpin {
                 let before = l.out.len();
                 match l.out.push(kind as u8, meta, payload, fds) {
                     Ok(()) => {
-                        self.queued(link, before);
+                        let after = l.out.len();
+                        self.queued(link, before, after);
                         Ok(())
                     }
                     Err((e, fds)) => Err((SendError::Encode(e), fds)),
@@ -198,7 +199,8 @@ impl Kingpin {
             Phase::Up if l.out.len() < out_limit => {
                 let before = l.out.len();
                 l.out.push_encoded(&early.frame, early.fds);
-                self.queued(link, before);
+                let after = l.out.len();
+                self.queued(link, before, after);
                 Ok(())
             }
             Phase::Spawning | Phase::Handshaking if l.early_bytes + early.frame.len() <= early_limit => {
