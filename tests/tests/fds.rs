@@ -98,7 +98,24 @@ fn a_shared_fd_goes_in_many_messages_and_closes_after_the_last(exe: &str) {
     assert_eq!(fd_count(&mut app), before, "the kingpin keeps no copy");
 }
 
+/// A worker sends a burst of messages whose fds differ in number (none to
+/// the most one frame may carry, so that one write carries the fds of
+/// several frames, and a frame's fds sometimes do not fit in the write
+/// before); the kingpin forwards them to a worker of another role, which
+/// finds in each message exactly the pipes that message was sent with.
+fn fds_stay_with_their_own_messages_when_several_share_a_write(exe: &str) {
+    let mut app = TestApp::start(exe, "a:1,b:1", &[]);
+    let a = app.wait_for(|l| l.what == "ready" && l.role == "a").pid;
+    app.wait_for(|l| l.what == "app-online");
+    let before = fd_count(&mut app);
+    app.command(&format!("tell {a} fdmix any:b 120"));
+    let l = app.wait_for(|l| l.what == "message" && l.rest.starts_with("report fdmix-"));
+    assert_eq!(l.rest, "report fdmix-got 120");
+    assert_eq!(fd_count(&mut app), before, "the kingpin keeps no fd it forwarded");
+}
+
 mob_tests::on_both_runtimes!(
+    fds_stay_with_their_own_messages_when_several_share_a_write,
     a_shared_fd_goes_in_many_messages_and_closes_after_the_last,
     the_kingpin_leaks_no_fd_however_messages_end,
     a_job_carries_a_connection_and_its_answer_carries_a_stream,

@@ -1,6 +1,6 @@
 //! The incremental frame decoder.
 
-use super::{HEADER_LEN, Header, MAX_FDS_PER_FRAME, RawFrame};
+use super::{HEADER_LEN, Header, MAX_FDS_PER_FRAME, MAX_FDS_PER_WRITE, RawFrame};
 use crate::fd::FdHandle;
 use alloc::collections::VecDeque;
 use alloc::vec::Vec;
@@ -28,11 +28,12 @@ pub enum DecodeError {
         /// The claimed count.
         claimed: u8,
     },
-    /// A header claimed fds that did not arrive with the frame's first byte.
+    /// A header claimed more fds than its batch (the fds of the read where
+    /// the write that carries them began) holds.
     MissingFds {
         /// How many the header claimed.
         claimed: u8,
-        /// How many arrived with the frame.
+        /// How many its batch held.
         arrived: usize,
     },
     /// fds arrived that no frame claims.
@@ -77,11 +78,14 @@ impl fmt::Display for DecodeError {
     }
 }
 
-/// fds received together with the stream bytes `start..end`.
+/// fds received together with the stream bytes `start..end`, not yet
+/// handed to frames.
 struct FdBatch {
     start: u64,
     end: u64,
     fds: Vec<FdHandle>,
+    /// A frame took some already (the rest go to the frames after it).
+    started: bool,
 }
 
 /// Turns a byte stream plus out-of-band fds into [`RawFrame`]s.
@@ -90,12 +94,16 @@ struct FdBatch {
 /// that read ([`Decoder::handle_read`]); then call [`Decoder::decode`] until it
 /// returns `Ok(None)` ("need more"). Feeding one byte at a time works.
 ///
-/// **The fd rule.** A sender sends a frame's fds with the frame's first byte,
-/// and one send carries the fds of one frame only. So the fds that arrive with
-/// a read belong to the first frame that claims fds and starts inside that
-/// read. fds that arrive with a read in which no such frame starts are
-/// [`DecodeError::UnexpectedFds`]; a frame whose fds are not in the read where
-/// it starts is [`DecodeError::MissingFds`].
+/// **The fd rule.** A sender sends fds with the first byte of a write that
+/// begins at a frame that claims fds, and that write carries the fds of the
+/// frames that claim fds among those that start in it, in order (at most
+/// [`MAX_FDS_PER_WRITE`] in all). The kernel hands them over with the read
+/// that returns that first byte. So the fds of a read (a *batch*) go, in
+/// order, to the frames that claim fds from the first one that starts inside
+/// that read on, each frame taking as many as its header claims, all from one
+/// batch. A batch whose read passes without such a frame starting in it, or
+/// fds left over when the stream ends, are [`DecodeError::UnexpectedFds`]; a
+/// frame that finds fewer fds than it claims is [`DecodeError::MissingFds`].
 ///
 /// After an error the decoder is poisoned: `decode` returns the same error
 /// again, and the link must be closed. [`Decoder::drain_fds`] then gives back
@@ -184,7 +192,7 @@ impl Decoder {
         }
         self.queued_fds += fds.len();
         let count = fds.len();
-        self.batches.push_back(FdBatch { start, end, fds });
+        self.batches.push_back(FdBatch { start, end, fds, started: false });
         if self.error.is_some() {
             return;
         }
@@ -194,7 +202,7 @@ impl Decoder {
             Some(h) => start > self.offset && end <= self.offset + (HEADER_LEN as u64) + u64::from(h.len),
             None => false,
         };
-        if bytes.is_empty() || inside_current || self.queued_fds > 2 * MAX_FDS_PER_FRAME {
+        if bytes.is_empty() || inside_current || self.queued_fds > 2 * MAX_FDS_PER_WRITE {
             self.error = Some(DecodeError::UnexpectedFds { count });
         }
     }
@@ -264,27 +272,33 @@ impl Decoder {
     /// Takes the fds of the frame that starts at `self.offset`.
     fn claim_fds(&mut self, header: Header) -> Result<Vec<FdHandle>, DecodeError> {
         let at = self.offset;
-        if let Some(front) = self.batches.front()
-            && front.end <= at
-        {
-            return Err(DecodeError::UnexpectedFds { count: front.fds.len() });
+        // The oldest batch that no frame has taken from must be taken from
+        // by a frame that starts inside its read: once a frame starts past
+        // that read, its fds (or those of the batch before it, left over)
+        // belong to no frame.
+        let unstarted = self.batches.iter().take(2).find(|b| !b.started);
+        if unstarted.is_some_and(|b| b.end <= at) {
+            let count = self.batches.front().map_or(0, |b| b.fds.len());
+            return Err(DecodeError::UnexpectedFds { count });
         }
-        if header.fds == 0 {
+        let claimed = usize::from(header.fds);
+        if claimed == 0 {
             return Ok(Vec::new());
         }
         let arrived = match self.batches.front() {
             Some(b) if b.start <= at => b.fds.len(),
             _ => 0,
         };
-        if arrived < usize::from(header.fds) {
+        if arrived < claimed {
             return Err(DecodeError::MissingFds { claimed: header.fds, arrived });
         }
-        if arrived > usize::from(header.fds) {
-            return Err(DecodeError::UnexpectedFds { count: arrived - usize::from(header.fds) });
+        self.queued_fds -= claimed;
+        let Some(batch) = self.batches.front_mut() else { return Ok(Vec::new()) };
+        if arrived == claimed {
+            return Ok(self.batches.pop_front().map(|b| b.fds).unwrap_or_default());
         }
-        let batch = self.batches.pop_front().map(|b| b.fds).unwrap_or_default();
-        self.queued_fds -= batch.len();
-        Ok(batch)
+        batch.started = true;
+        Ok(batch.fds.drain(..claimed).collect())
     }
 
     /// Every fd handle received but not attached to a frame, for release when
@@ -363,6 +377,51 @@ mod tests {
     }
 
     #[test]
+    fn one_write_carries_the_fds_of_several_frames() {
+        // Three frames with fds (2, 0 and 1) written at once: all three fds
+        // come with the first read, and the kernel may cut the stream
+        // anywhere after that: here inside the second frame.
+        let mut wire = frame(16, b"first", 2);
+        wire.extend_from_slice(&frame(16, b"plain", 0));
+        wire.extend_from_slice(&frame(16, b"third", 1));
+        let cut = HEADER_LEN + 5 + 3;
+        let mut d = Decoder::new(DEFAULT_MAX_BODY);
+        d.handle_read(&wire[..cut], vec![h(1), h(2), h(3)]);
+        assert_eq!(d.decode().unwrap().unwrap().fds, vec![h(1), h(2)]);
+        assert_eq!(d.decode(), Ok(None));
+        assert_eq!(d.queued_fds(), 1);
+        d.handle_read(&wire[cut..], vec![]);
+        assert!(d.decode().unwrap().unwrap().fds.is_empty());
+        assert_eq!(d.decode().unwrap().unwrap().fds, vec![h(3)]);
+        assert_eq!(d.queued_fds(), 0);
+        d.handle_eof();
+        assert_eq!(d.decode(), Ok(None));
+
+        // The next write's fds may come with the same read as the end of
+        // this one's frames (the read takes what is there).
+        let mut d = Decoder::new(DEFAULT_MAX_BODY);
+        let mut wire = frame(16, b"a", 1);
+        wire.extend_from_slice(&frame(16, b"b", 1));
+        let cut = HEADER_LEN + 1 + 2;
+        d.handle_read(&wire[..cut], vec![h(1), h(2)]);
+        let mut rest = wire[cut..].to_vec();
+        rest.extend_from_slice(&frame(16, b"c", 1));
+        d.handle_read(&rest, vec![h(3)]);
+        let got: Vec<_> = core::iter::from_fn(|| d.decode().unwrap()).map(|f| f.fds).collect();
+        assert_eq!(got, vec![vec![h(1)], vec![h(2)], vec![h(3)]]);
+    }
+
+    #[test]
+    fn a_frame_takes_its_fds_from_one_batch() {
+        let mut d = Decoder::new(DEFAULT_MAX_BODY);
+        let mut wire = frame(16, b"a", 1);
+        wire.extend_from_slice(&frame(16, b"b", 2));
+        d.handle_read(&wire, vec![h(1), h(2)]);
+        assert!(d.decode().unwrap().is_some());
+        assert_eq!(d.decode(), Err(DecodeError::MissingFds { claimed: 2, arrived: 1 }));
+    }
+
+    #[test]
     fn missing_fds() {
         let mut d = Decoder::new(DEFAULT_MAX_BODY);
         d.handle_read(&frame(16, b"x", 1), vec![]);
@@ -387,11 +446,25 @@ mod tests {
         d.handle_read(&w[9..11], vec![h(3)]);
         assert_eq!(d.decode(), Err(DecodeError::UnexpectedFds { count: 1 }));
 
-        // More fds than the frame claims.
+        // More fds than the frames claim: the rest wait for a later frame
+        // of the same write, and are found out once a frame starts after
+        // the next batch's read (or at the end of the stream).
         let mut d = Decoder::new(DEFAULT_MAX_BODY);
         d.handle_read(&frame(16, b"x", 1), vec![h(1), h(2)]);
+        assert_eq!(d.decode().unwrap().unwrap().fds, vec![h(1)]);
+        d.handle_read(&frame(16, b"y", 1), vec![h(3)]);
+        d.handle_read(&frame(16, b"z", 0), vec![]);
+        // "y" takes the fd left over, not its own...
+        assert_eq!(d.decode().unwrap().unwrap().fds, vec![h(2)]);
+        // ...so "z" starts after a read whose fds no frame took.
         assert_eq!(d.decode(), Err(DecodeError::UnexpectedFds { count: 1 }));
-        assert_eq!(d.drain_fds().count(), 2);
+        assert_eq!(d.drain_fds().collect::<Vec<_>>(), vec![h(3)]);
+        let mut d = Decoder::new(DEFAULT_MAX_BODY);
+        d.handle_read(&frame(16, b"x", 1), vec![h(1), h(2)]);
+        d.handle_eof();
+        assert!(d.decode().unwrap().is_some());
+        assert_eq!(d.decode(), Err(DecodeError::UnexpectedFds { count: 1 }));
+        assert_eq!(d.drain_fds().count(), 1);
 
         // fds left at the end of the stream.
         let mut d = Decoder::new(DEFAULT_MAX_BODY);

@@ -1,10 +1,11 @@
 //! The outgoing side of a link: frames appended to one buffer, written out in
 //! as few writes as the fd rule allows.
 
-use super::{HEADER_LEN, Header, MAX_FDS_PER_FRAME};
+use super::{HEADER_LEN, Header, MAX_FDS_PER_FRAME, MAX_FDS_PER_WRITE};
 use crate::fd::FdHandle;
-use alloc::collections::VecDeque;
+use alloc::collections::{VecDeque, vec_deque};
 use alloc::vec::Vec;
+use core::cell::Cell;
 use core::fmt;
 use serde::Serialize;
 
@@ -47,15 +48,42 @@ impl fmt::Display for EncodeError {
 pub struct Transmit<'a> {
     /// Bytes to write, as many frames as can leave in one write.
     pub bytes: &'a [u8],
-    /// fds to send with `bytes[0]` (SCM_RIGHTS), in order.
-    pub fds: &'a [FdHandle],
+    /// fds to send with `bytes[0]` (SCM_RIGHTS), in order: those of every
+    /// frame in `bytes` that carries fds, at most [`MAX_FDS_PER_WRITE`].
+    pub fds: TransmitFds<'a>,
+}
+
+/// The fds of a [`Transmit`]: those of one or more frames, in order.
+#[derive(Clone, Debug)]
+pub struct TransmitFds<'a> {
+    marks: vec_deque::Iter<'a, (u64, Vec<FdHandle>)>,
+    len: usize,
+}
+
+impl<'a> TransmitFds<'a> {
+    /// How many fds.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The handles, in the order they must be sent.
+    pub fn iter(&self) -> impl Iterator<Item = &'a FdHandle> + 'a {
+        self.marks.clone().flat_map(|(_, fds)| fds.iter())
+    }
 }
 
 /// A link's outgoing queue: encoded frames waiting to be written.
 ///
 /// Frames are encoded straight into one buffer, so many small frames leave in
-/// one write. A frame that carries fds starts a new write, because its fds
-/// must travel with its first byte; the frames after it may join that write.
+/// one write. fds travel with the first byte of a write, so a write that
+/// carries fds starts at a frame that carries fds; it takes along the fds of
+/// the frames after it too, up to [`MAX_FDS_PER_WRITE`] in all, and the
+/// first frame whose fds do not fit starts the next write.
 ///
 /// ```
 /// use mob_proto::frame::{OutBuf, DEFAULT_MAX_BODY};
@@ -63,18 +91,20 @@ pub struct Transmit<'a> {
 ///
 /// let mut out = OutBuf::new(DEFAULT_MAX_BODY);
 /// out.push(16, &("ns", "a"), b"one", Vec::new()).unwrap();
-/// out.push(16, &("ns", "b"), b"two", Vec::new()).unwrap();
-/// out.push(16, &("ns", "c"), b"three", vec![FdHandle::from_raw(1)]).unwrap();
-/// // The first two frames leave together; the third waits for its own write.
+/// out.push(16, &("ns", "b"), b"two", vec![FdHandle::from_raw(1)]).unwrap();
+/// out.push(16, &("ns", "c"), b"three", vec![FdHandle::from_raw(2)]).unwrap();
+/// // The first frame leaves alone: the second's fd must ride with its
+/// // first byte.
 /// let first = out.peek().unwrap();
 /// assert!(first.fds.is_empty());
 /// let n = first.bytes.len();
 /// assert!(out.advance(n).is_empty());
-/// let third = out.peek().unwrap();
-/// assert_eq!(third.fds.len(), 1);
-/// let n = third.bytes.len();
-/// // The fd left with the first byte: the runtime may now close its copy.
-/// assert_eq!(out.advance(n), vec![FdHandle::from_raw(1)]);
+/// // The other two leave together, with both fds.
+/// let rest = out.peek().unwrap();
+/// assert_eq!(rest.fds.len(), 2);
+/// let n = rest.bytes.len();
+/// // The fds left with the first byte: the runtime may now close its copies.
+/// assert_eq!(out.advance(n), vec![FdHandle::from_raw(1), FdHandle::from_raw(2)]);
 /// assert!(out.peek().is_none());
 /// ```
 pub struct OutBuf {
@@ -85,13 +115,17 @@ pub struct OutBuf {
     base: u64,
     /// Stream offsets of frames that carry fds, with their fds.
     marks: VecDeque<(u64, Vec<FdHandle>)>,
+    /// How many of `marks` the next write carries, fixed by the first
+    /// [`OutBuf::peek`] after a write, so that frames pushed while a write
+    /// is under way (a writer thread) do not join it after the fact.
+    batch: Cell<Option<usize>>,
     max_body: u32,
 }
 
 impl OutBuf {
     /// An empty queue for frames of at most `max_body` body bytes.
     pub fn new(max_body: u32) -> OutBuf {
-        OutBuf { buf: Vec::new(), head: 0, base: 0, marks: VecDeque::new(), max_body }
+        OutBuf { buf: Vec::new(), head: 0, base: 0, marks: VecDeque::new(), batch: Cell::new(None), max_body }
     }
 
     /// Changes the body limit (for example after a handshake).
@@ -134,25 +168,42 @@ impl OutBuf {
         Ok(())
     }
 
-    /// What to write next, or `None` if the queue is empty.
+    /// How many marks the next write carries: those from the head on, if
+    /// the head is a frame with fds, while their fds fit in one write.
+    fn batch(&self) -> usize {
+        if let Some(k) = self.batch.get() {
+            return k;
+        }
+        let head_offset = self.base + self.head as u64;
+        let mut k = 0;
+        if self.marks.front().is_some_and(|(at, _)| *at == head_offset) {
+            let mut count = 0;
+            for (_, fds) in &self.marks {
+                if count + fds.len() > MAX_FDS_PER_WRITE {
+                    break;
+                }
+                count += fds.len();
+                k += 1;
+            }
+        }
+        self.batch.set(Some(k));
+        k
+    }
+
+    /// What to write next, or `None` if the queue is empty. Until
+    /// [`OutBuf::advance`], it names the same fds each time.
     pub fn peek(&self) -> Option<Transmit<'_>> {
         if self.is_empty() {
             return None;
         }
-        let head_offset = self.base + self.head as u64;
-        let mut fds: &[FdHandle] = &[];
-        let mut end = self.buf.len();
-        let mut marks = self.marks.iter();
-        if let Some((at, mark_fds)) = self.marks.front()
-            && *at == head_offset
-        {
-            fds = mark_fds;
-            marks.next();
-        }
-        if let Some((at, _)) = marks.next() {
-            end = (at - self.base) as usize;
-        }
-        Some(Transmit { bytes: &self.buf[self.head..end], fds })
+        let k = self.batch();
+        let end = match self.marks.get(k) {
+            Some((at, _)) => (at - self.base) as usize,
+            None => self.buf.len(),
+        };
+        let marks = self.marks.range(..k);
+        let len = marks.clone().map(|(_, fds)| fds.len()).sum();
+        Some(Transmit { bytes: &self.buf[self.head..end], fds: TransmitFds { marks, len } })
     }
 
     /// Records that `n` bytes of the last [`OutBuf::peek`] were written, and
@@ -161,11 +212,16 @@ impl OutBuf {
         if n == 0 {
             return Vec::new();
         }
-        let head_offset = self.base + self.head as u64;
-        let sent = match self.marks.front() {
-            Some((at, _)) if *at == head_offset => self.marks.pop_front().map(|(_, f)| f).unwrap_or_default(),
-            _ => Vec::new(),
-        };
+        let k = self.batch();
+        self.batch.set(None);
+        let mut sent = Vec::new();
+        for (_, fds) in self.marks.drain(..k) {
+            if sent.is_empty() {
+                sent = fds;
+            } else {
+                sent.extend(fds);
+            }
+        }
         self.head = (self.head + n).min(self.buf.len());
         sent
     }
@@ -175,6 +231,7 @@ impl OutBuf {
         self.base += self.buf.len() as u64;
         self.buf.clear();
         self.head = 0;
+        self.batch.set(None);
         self.marks.drain(..).flat_map(|(_, f)| f)
     }
 
@@ -199,6 +256,7 @@ impl OutBuf {
         other.base += other.buf.len() as u64;
         other.buf.clear();
         other.head = 0;
+        other.batch.set(None);
     }
 
     /// Reclaims written bytes before appending, keeping copies small and
@@ -360,6 +418,65 @@ mod tests {
         let rest = out.peek().unwrap();
         assert!(rest.fds.is_empty());
         assert_eq!(rest.bytes.len(), HEADER_LEN + 1 + 3 - 2);
+    }
+
+    fn fds(from: u64, n: u64) -> Vec<FdHandle> {
+        (from..from + n).map(FdHandle::from_raw).collect()
+    }
+
+    fn raws(t: &Transmit<'_>) -> Vec<u64> {
+        t.fds.iter().map(FdHandle::raw).collect()
+    }
+
+    #[test]
+    fn one_write_carries_the_fds_of_frames_up_to_the_cap() {
+        let mut out = OutBuf::new(DEFAULT_MAX_BODY);
+        // 20 + 0 + 12 fds fit in one write; the next frame's 1 does not.
+        out.push(16, &1u8, b"a", fds(0, 20)).unwrap();
+        out.push(16, &2u8, b"b", vec![]).unwrap();
+        out.push(16, &3u8, b"c", fds(20, 12)).unwrap();
+        let first_three = out.len();
+        out.push(16, &4u8, b"d", fds(32, 1)).unwrap();
+        out.push(16, &5u8, b"e", vec![]).unwrap();
+        let t = out.peek().unwrap();
+        assert_eq!((t.bytes.len(), raws(&t)), (first_three, (0..32).collect()));
+        assert_eq!(out.advance(first_three), fds(0, 32));
+        let t = out.peek().unwrap();
+        assert_eq!((t.bytes.len(), raws(&t)), (out.len(), vec![32]));
+        assert_eq!(out.advance(out.len()), fds(32, 1));
+        assert!(out.peek().is_none());
+    }
+
+    #[test]
+    fn a_partial_write_sends_every_fd_of_its_frames() {
+        let mut out = OutBuf::new(DEFAULT_MAX_BODY);
+        out.push(16, &1u8, b"a", fds(1, 1)).unwrap();
+        out.push(16, &2u8, b"b", fds(2, 2)).unwrap();
+        out.push(16, &3u8, b"c", fds(9, 32)).unwrap();
+        let t = out.peek().unwrap();
+        let two = t.bytes.len();
+        assert_eq!(raws(&t), vec![1, 2, 3]);
+        // One byte written: all three fds left with it.
+        assert_eq!(out.advance(1), fds(1, 3));
+        // The rest of those two frames goes without fds, and the third frame
+        // starts a write of its own.
+        let t = out.peek().unwrap();
+        assert_eq!((t.bytes.len(), t.fds.len()), (two - 1, 0));
+        assert!(out.advance(two - 1).is_empty());
+        assert_eq!(out.peek().unwrap().fds.len(), 32);
+    }
+
+    #[test]
+    fn a_frame_queued_while_a_write_is_under_way_does_not_join_it() {
+        let mut out = OutBuf::new(DEFAULT_MAX_BODY);
+        out.push(16, &1u8, b"a", fds(1, 1)).unwrap();
+        let handed = out.peek().unwrap().bytes.len();
+        // A writer thread has the bytes and the fd; the application queues
+        // another frame with an fd before the write is reported.
+        out.push(16, &2u8, b"b", fds(2, 1)).unwrap();
+        assert_eq!(raws(&out.peek().unwrap()), vec![1]);
+        assert_eq!(out.advance(handed), fds(1, 1));
+        assert_eq!(raws(&out.peek().unwrap()), vec![2]);
     }
 
     #[test]

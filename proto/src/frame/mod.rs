@@ -2,14 +2,15 @@
 //!
 //! A link is a byte stream (a Unix stream socket). On it, every frame is an
 //! 8-byte [`Header`] followed by `len` bytes of body. File descriptors ride
-//! out of band (SCM_RIGHTS) with the frame's first byte; the header says how
-//! many belong to the frame. See `SPEC.md`, "Framing".
+//! out of band (SCM_RIGHTS) with the first byte of the write that carries
+//! the frame's first byte; the header says how many belong to the frame. See
+//! `SPEC.md`, "Framing".
 
 mod decode;
 mod encode;
 
 pub use decode::{DecodeError, Decoder};
-pub use encode::{EncodeError, OutBuf, Transmit, WriteMeta, encode_frame};
+pub use encode::{EncodeError, OutBuf, Transmit, TransmitFds, WriteMeta, encode_frame};
 
 use crate::fd::FdHandle;
 use alloc::vec::Vec;
@@ -23,6 +24,11 @@ pub const HEADER_LEN: usize = 8;
 /// The kernel allows 253 per message (SCM_MAX_FD); mob caps a frame at this
 /// many so that the receive control buffer stays small and fixed.
 pub const MAX_FDS_PER_FRAME: usize = 32;
+
+/// The most file descriptors one write (`sendmsg`) may carry, and so the
+/// most one read can bring: the fds of several frames may share a write
+/// ([`OutBuf`]), up to this many in all.
+pub const MAX_FDS_PER_WRITE: usize = MAX_FDS_PER_FRAME;
 
 /// Default largest frame body, in bytes (4 MiB). A longer length in a header
 /// is a [`DecodeError::TooLarge`].

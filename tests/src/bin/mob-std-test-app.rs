@@ -4,7 +4,9 @@
 //! `mob-test-app`'s written as a `recv` loop.
 
 use mob_std::{Error, Incoming, Mobster, Target};
-use mob_tests::test_app::{Job, Tell, answer_sock_job, exit_if_asked, inode, request_end, source};
+use mob_tests::test_app::{
+    Job, Tell, answer_sock_job, exit_if_asked, fdmix_check, fdmix_message, inode, request_end, source,
+};
 use std::process::ExitCode;
 
 use mob_std as rt;
@@ -49,6 +51,15 @@ fn run_command(mob: &Mobster, line: &str) {
                 Err(e) => report(mob, format!("request-error {e}")),
             }
         }
+        Tell::FdMix { to, n } => {
+            for i in 0..n {
+                let (payload, fds) = fdmix_message(i, n);
+                if let Err(e) = mob.send_raw(to.clone(), "_", "fdmix", &payload, fds) {
+                    report(mob, format!("send-error {e}"));
+                    break;
+                }
+            }
+        }
         Tell::Bad(line) => report(mob, format!("bad-command {line}")),
     }
 }
@@ -61,6 +72,7 @@ fn worker(mut mob: Mobster) -> Result<(), Error> {
     }
     let mut hoard: Vec<Vec<u8>> = Vec::new();
     let mut kept = Vec::new();
+    let mut fdmix_got = 0;
     loop {
         let incoming = match mob.recv() {
             Ok(incoming) => incoming,
@@ -75,6 +87,15 @@ fn worker(mut mob: Mobster) -> Result<(), Error> {
                     "boom" => panic!("boom in the handler"),
                     "holdfd" => report(&mob, format!("holdfd {}", inode(msg.fds.first()))),
                     "writefd" => mob_tests::test_app::write_byte(msg.fds.first()),
+                    "fdmix" => match fdmix_check(&msg.payload, &msg.fds) {
+                        Ok((i, n)) => {
+                            fdmix_got += 1;
+                            if i + 1 == n {
+                                report(&mob, format!("fdmix-got {fdmix_got}"));
+                            }
+                        }
+                        Err(why) => report(&mob, format!("fdmix-bad {why}")),
+                    },
                     "emit" => {
                         mob_tests::emit_output();
                         report(&mob, "emitted".into());

@@ -4,7 +4,9 @@
 //! written with `mob-mio`'s handlers.
 
 use mob_mio::{Error, Mobster, Outcome, Request, Source, Target};
-use mob_tests::test_app::{Job, Tell, answer_sock_job, exit_if_asked, inode, request_end, source};
+use mob_tests::test_app::{
+    Job, Tell, answer_sock_job, exit_if_asked, fdmix_check, fdmix_message, inode, request_end, source,
+};
 use std::cell::RefCell;
 use std::process::ExitCode;
 use std::rc::Rc;
@@ -44,6 +46,15 @@ fn run_command(mob: &mut Mobster, line: &str) {
                 report(mob, format!("request-error {e}"));
             }
         }
+        Tell::FdMix { to, n } => {
+            for i in 0..n {
+                let (payload, fds) = fdmix_message(i, n);
+                if let Err(e) = mob.send_raw(to.clone(), "_", "fdmix", &payload, fds) {
+                    report(mob, format!("send-error {e}"));
+                    break;
+                }
+            }
+        }
         Tell::Bad(line) => report(mob, format!("bad-command {line}")),
     }
 }
@@ -56,6 +67,16 @@ fn worker(mut mob: Mobster) -> Result<(), Error> {
         report(mob, format!("holdfd {}", inode(msg.fds.first())));
     });
     mob.on("writefd", |_mob, msg| mob_tests::test_app::write_byte(msg.fds.first()));
+    let mut fdmix_got = 0;
+    mob.on("fdmix", move |mob, msg| match fdmix_check(&msg.payload, &msg.fds) {
+        Ok((i, n)) => {
+            fdmix_got += 1;
+            if i + 1 == n {
+                report(mob, format!("fdmix-got {fdmix_got}"));
+            }
+        }
+        Err(why) => report(mob, format!("fdmix-bad {why}")),
+    });
     mob.on("orphans", |mob, msg| {
         let n = msg.decode::<String>().ok().and_then(|s| s.parse().ok()).unwrap_or(0);
         let pids: Vec<String> = mob_tests::orphans::make_orphans(n).iter().map(u32::to_string).collect();

@@ -178,6 +178,14 @@ pub enum Tell {
         /// How long it may take.
         timeout: Duration,
     },
+    /// `fdmix TARGET N`: N one-way `fdmix` messages with fds
+    /// ([`fdmix_message`]), sent in one go.
+    FdMix {
+        /// Where.
+        to: Target,
+        /// How many.
+        n: usize,
+    },
     /// Anything else.
     Bad(String),
 }
@@ -194,6 +202,7 @@ impl Tell {
                 tag: text.to_string(),
                 timeout: Duration::from_millis(timeout.parse().unwrap_or(1000)),
             },
+            ["fdmix", to, n] => Tell::FdMix { to: target(to), n: n.parse().unwrap_or(0) },
             _ => Tell::Bad(line.to_string()),
         }
     }
@@ -250,6 +259,44 @@ pub fn answer_sock_job(mut fds: Vec<OwnedFd>) -> Vec<OwnedFd> {
 /// The inode of the file `fd` refers to (0 if there is none).
 pub fn inode(fd: Option<impl AsFd>) -> u64 {
     fd.and_then(|fd| nix::sys::stat::fstat(fd).ok()).map_or(0, |st| st.st_ino)
+}
+
+/// How many fds the `fdmix` messages carry, in turn: none, a few, and the
+/// most one frame may carry, so that writes that carry the fds of several
+/// frames, and frames whose fds do not fit in the write before, both occur.
+const FDMIX_FDS: [usize; 8] = [1, 0, 3, 1, 2, 0, 32, 1];
+
+/// Message `i` of `n` of an `fdmix` burst: its payload `i/n`, and its fds,
+/// each the read end of a pipe that holds `i.j` (the write end closed).
+pub fn fdmix_message(i: usize, n: usize) -> (Vec<u8>, Vec<OwnedFd>) {
+    let fds = (0..FDMIX_FDS[i % FDMIX_FDS.len()])
+        .map(|j| {
+            let (r, w) = nix::unistd::pipe().expect("pipe");
+            nix::unistd::write(&w, format!("{i}.{j}").as_bytes()).expect("write into a new pipe");
+            r
+        })
+        .collect();
+    (format!("{i}/{n}").into_bytes(), fds)
+}
+
+/// Checks an `fdmix` message: `Ok((i, n))` if it carries exactly the fds
+/// that message `i` was sent with, in order, or what is wrong with it.
+pub fn fdmix_check(payload: &[u8], fds: &[OwnedFd]) -> Result<(usize, usize), String> {
+    let text = String::from_utf8_lossy(payload);
+    let (i, n) = text.split_once('/').ok_or_else(|| format!("payload {text:?}"))?;
+    let (i, n): (usize, usize) = (i.parse().map_err(|_| text.to_string())?, n.parse().map_err(|_| text.to_string())?);
+    let want = FDMIX_FDS[i % FDMIX_FDS.len()];
+    if fds.len() != want {
+        return Err(format!("message {i} came with {} fds, not {want}", fds.len()));
+    }
+    for (j, fd) in fds.iter().enumerate() {
+        let mut buf = [0u8; 32];
+        let got = nix::unistd::read(fd, &mut buf).map_err(|e| format!("message {i} fd {j}: {e}"))?;
+        if buf[..got] != *format!("{i}.{j}").as_bytes() {
+            return Err(format!("message {i} fd {j} holds {:?}", String::from_utf8_lossy(&buf[..got])));
+        }
+    }
+    Ok((i, n))
 }
 
 /// Writes one byte into `fd` (a worker's `writefd` handler).
