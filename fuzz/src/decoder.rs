@@ -11,8 +11,8 @@
 //! Every frame goes through `Message::parse`. At the end `drain_fds()`.
 //!
 //! Checked: no panic; every handle comes back exactly once (in a frame, beside
-//! a parse error, or from `drain_fds`); a frame's handles are exactly those of
-//! one read, in order; the frames are exactly the bytes fed (header rebuilt
+//! a parse error, or from `drain_fds`); a frame's handles are the next ones
+//! of the oldest read that still has any, in order; the frames are exactly the bytes fed (header rebuilt
 //! from the frame, fd count included); `buffered()` and `queued_fds()` agree
 //! with what was fed; after an error `decode` returns that same error for
 //! good; a clean end of stream leaves nothing behind.
@@ -124,8 +124,7 @@ impl State {
             }
             match r {
                 Ok(Some(frame)) => {
-                    // The frame is the next bytes of the stream, and its fds
-                    // are exactly the fds of one read.
+                    // The frame is the next bytes of the stream.
                     let header = Header {
                         len: u32::try_from(frame.body.len()).unwrap(),
                         kind: frame.kind,
@@ -142,13 +141,19 @@ impl State {
                     assert_eq!(&self.stream[self.consumed + HEADER_LEN..end], &frame.body[..], "frame body");
                     self.consumed = end;
                     if !frame.fds.is_empty() {
+                        // They are the next fds of the oldest read that
+                        // still has any, in order: a read's fds go to the
+                        // frames in turn, each frame's from one read.
                         let got = crate::raws(&frame.fds);
-                        let pos = self.batches.iter().position(|b| *b == got);
-                        assert!(pos.is_some(), "frame fds {got:x?} are not the fds of one read");
-                        // Earlier batches can no longer be claimed by a frame.
-                        let pos = pos.unwrap();
-                        assert_eq!(pos, 0, "frame skipped an earlier read's fds {:x?}", self.batches[0]);
-                        self.batches.pop_front();
+                        let front = self.batches.front_mut().expect("frame fds without a read that brought fds");
+                        assert!(
+                            front.len() >= got.len() && front[..got.len()] == got[..],
+                            "frame fds {got:x?} are not the next fds of the oldest read's {front:x?}"
+                        );
+                        front.drain(..got.len());
+                        if front.is_empty() {
+                            self.batches.pop_front();
+                        }
                     }
                     let (fds, via) = match Message::parse_owned(frame) {
                         Ok(msg) => (msg.into_fds(), "a parsed frame"),

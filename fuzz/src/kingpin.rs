@@ -513,7 +513,7 @@ impl State {
         let offered = t.bytes.len();
         let n = if n == u16::MAX { offered } else { usize::from(n) % (offered + 1) };
         let bytes = t.bytes[..n].to_vec();
-        let shown = crate::raws(t.fds);
+        let shown = crate::raws(t.fds.iter());
         for raw in &shown {
             assert!(self.ledger.holds(*raw), "poll_transmit shows fd {raw:#x}, not outstanding");
         }

@@ -307,8 +307,8 @@ pub fn real_welcome() -> &'static wire::Welcome {
 }
 
 /// Raw values of handles (for comparisons).
-pub fn raws(fds: &[FdHandle]) -> Vec<u64> {
-    fds.iter().map(FdHandle::raw).collect()
+pub fn raws<'a>(fds: impl IntoIterator<Item = &'a FdHandle>) -> Vec<u64> {
+    fds.into_iter().map(FdHandle::raw).collect()
 }
 
 /// A timeout in milliseconds from a selector: 0, `sel` × 100, or (0xff) the
