@@ -12,6 +12,7 @@
 //! given.
 
 use crate::frame::{EncodeError, WriteMeta};
+use crate::text::Text;
 use crate::wire::{Call, Deliver, Reply, Request, Send, Source, Target};
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -93,6 +94,47 @@ pub(crate) struct HotCall<'a> {
     pub callbacks: Vec<u64>,
     /// Where the payload starts in the body.
     pub payload_at: usize,
+}
+
+/// The longest metadata [`LastDeliver`] keeps.
+const LAST_META_MAX: usize = 48;
+
+/// The metadata of the last `Deliver` a worker decoded, with its interned
+/// names. A stream of messages of one name from one sender repeats it byte
+/// for byte, and postcard's fields delimit themselves, so a body that
+/// starts with exactly those bytes decodes to the same sender and names,
+/// its payload starting right after them: no parsing and no interning.
+pub(crate) struct LastDeliver {
+    meta: [u8; LAST_META_MAX],
+    /// The bytes of `meta` in use, and what they decode to.
+    decoded: Option<(usize, Source, Text, Text)>,
+}
+
+impl LastDeliver {
+    pub(crate) fn new() -> LastDeliver {
+        LastDeliver { meta: [0; LAST_META_MAX], decoded: None }
+    }
+
+    /// The sender, names and payload offset of `body`, if its metadata is
+    /// the last one's.
+    #[inline]
+    pub(crate) fn get(&self, body: &[u8]) -> Option<(Source, Text, Text, usize)> {
+        let (len, from, ns, name) = self.decoded.as_ref()?;
+        let meta = body.get(..*len)?;
+        (meta == &self.meta[..*len]).then(|| (from.clone(), ns.clone(), name.clone(), *len))
+    }
+
+    /// Keeps `body`'s metadata (its first `at` bytes), which decoded to
+    /// `from`, `ns` and `name`.
+    pub(crate) fn set(&mut self, body: &[u8], at: usize, from: Source, ns: &Text, name: &Text) {
+        match body.get(..at) {
+            Some(meta) if at <= LAST_META_MAX => {
+                self.meta[..at].copy_from_slice(meta);
+                self.decoded = Some((at, from, ns.clone(), name.clone()));
+            }
+            _ => self.decoded = None,
+        }
+    }
 }
 
 /// Decodes a `Deliver` body, or `None` to fall back to postcard.
@@ -315,6 +357,38 @@ mod tests {
             agree_deliver(&body);
             let h = deliver(&body).expect("short names take the fast path");
             prop_assert_eq!(&body[h.payload_at..], &payload[..]);
+        }
+
+        /// A delivery whose metadata is the last one's byte for byte takes
+        /// the last one's sender and names; any other does not.
+        #[test]
+        fn the_last_delivery_answers_for_the_same_metadata_only(
+            a in (source(), "[a-z_]{0,12}", "[a-z]{0,12}"),
+            b in (source(), "[a-z_]{0,12}", "[a-z]{0,12}"),
+            payload in proptest::collection::vec(any::<u8>(), 0..20),
+        ) {
+            let body = |(from, ns, name): &(Source, String, String)| {
+                let mut body = postcard::to_allocvec(&Deliver { from: from.clone(), ns: ns.as_str(), name: name.as_str() }).unwrap();
+                body.extend_from_slice(&payload);
+                body
+            };
+            let (first, second) = (body(&a), body(&b));
+            let mut last = LastDeliver::new();
+            prop_assert!(last.get(&first).is_none());
+            let h = deliver(&first).unwrap();
+            let (ns, name) = (Text::from(a.1.as_str()), Text::from(a.2.as_str()));
+            last.set(&first, h.payload_at, h.from.clone(), &ns, &name);
+            let hit = last.get(&second);
+            if a == b {
+                let (from, ns, name, at) = hit.expect("the same metadata");
+                prop_assert_eq!((from, ns.as_str(), name.as_str(), at), (a.0.clone(), a.1.as_str(), a.2.as_str(), h.payload_at));
+            } else if let Some((from, ns, name, at)) = hit {
+                // Another sender or name can only match if it encodes to
+                // the same bytes, and then it decodes the same.
+                let g = deliver(&second).unwrap();
+                prop_assert_eq!((from, ns.as_bytes(), name.as_bytes(), at), (g.from, g.ns, g.name, g.payload_at));
+            }
+            prop_assert!(last.get(&first[..h.payload_at - 1]).is_none(), "a body shorter than the metadata");
         }
 
         #[test]

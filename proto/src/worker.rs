@@ -4,7 +4,7 @@
 use crate::error::{CloseReason, RespondError, SendError};
 use crate::fd::FdHandle;
 use crate::frame::{DEFAULT_MAX_BODY, Decoder, OutBuf, RawFrame, Transmit};
-use crate::hot;
+use crate::hot::{self, LastDeliver};
 use crate::id_map::IdMap;
 use crate::requester::{LateCounts, RequestError, Requester, millis};
 use crate::text::{Interner, Text};
@@ -175,6 +175,8 @@ pub struct Worker {
     ready: bool,
     /// Names of incoming messages, shared.
     names: Interner,
+    /// The last delivery's metadata, for the next one of the same kind.
+    last_deliver: LastDeliver,
 }
 
 impl Worker {
@@ -190,6 +192,7 @@ impl Worker {
             incoming: IdMap::new(),
             ready: true,
             names: Interner::new(),
+            last_deliver: LastDeliver::new(),
             config,
         };
         let hello = Hello {
@@ -507,11 +510,18 @@ impl Worker {
             return Err(frame);
         }
         if frame.kind == Kind::Deliver as u8 {
-            let Some(d) = hot::deliver(&frame.body) else { return Err(frame) };
-            let (Some(ns), Some(name)) = (self.names.intern_bytes(d.ns), self.names.intern_bytes(d.name)) else {
-                return Err(frame);
+            let (from, ns, name, at) = match self.last_deliver.get(&frame.body) {
+                Some(known) => known,
+                None => {
+                    let Some(d) = hot::deliver(&frame.body) else { return Err(frame) };
+                    let (Some(ns), Some(name)) = (self.names.intern_bytes(d.ns), self.names.intern_bytes(d.name))
+                    else {
+                        return Err(frame);
+                    };
+                    self.last_deliver.set(&frame.body, d.payload_at, d.from.clone(), &ns, &name);
+                    (d.from, ns, name, d.payload_at)
+                }
             };
-            let (from, at) = (d.from, d.payload_at);
             let RawFrame { mut body, fds, .. } = frame;
             body.advance(at); // the payload: the same bytes, no new reference
             return Ok(WorkerOutput::Event(WorkerEvent::Message { from, ns, name, payload: body, fds }));

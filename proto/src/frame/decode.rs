@@ -250,8 +250,10 @@ impl Decoder {
         }
         let fds = self.claim_fds(header)?;
         self.pending = None;
-        self.buf.advance(HEADER_LEN);
-        let body = self.buf.split_to(header.len as usize).freeze();
+        // One split per frame; skipping the header of the frozen frame is
+        // pointer arithmetic.
+        let mut body = self.buf.split_to(total).freeze();
+        body.advance(HEADER_LEN);
         self.offset += total as u64;
         Ok(Some(RawFrame { kind: header.kind, body, fds }))
     }

@@ -147,6 +147,7 @@ impl OutBuf {
     ///
     /// On error nothing is queued and `fds` are handed back in the error's
     /// companion so the caller can release them.
+    #[inline]
     pub fn push<M: WriteMeta + ?Sized>(
         &mut self,
         kind: u8,
@@ -300,6 +301,7 @@ pub fn encode_frame<M: WriteMeta + ?Sized>(
 }
 
 /// Appends a frame to `buf`; on error `buf` is as it was.
+#[inline(always)]
 fn write_frame<M: WriteMeta + ?Sized>(
     buf: &mut Vec<u8>,
     kind: u8,
