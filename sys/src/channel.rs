@@ -8,7 +8,17 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 /// Most fds one receive accepts; matches the protocol's per-frame cap.
 pub const MAX_FDS_PER_READ: usize = 32;
 
-/// A connected pair of Unix stream sockets, both close-on-exec.
+/// The send buffer asked for on each end of a [`socketpair`] (the kernel
+/// doubles it, and caps it at `net.core.wmem_max`). Linux's default (208
+/// KiB) holds about 2,700 small frames: a burst larger than that leaves
+/// the sender waiting for the reader to drain half of it, a sleep and a
+/// wake-up each time, where a larger buffer lets it write on. The kernel
+/// takes the memory only while bytes are waiting.
+pub const SEND_BUFFER: usize = 1 << 20;
+
+/// A connected pair of Unix stream sockets, both close-on-exec, each asking
+/// for a [`SEND_BUFFER`] send buffer (best effort: the system may give
+/// less).
 ///
 /// ```
 /// let (a, b) = mob_sys::channel::socketpair().unwrap();
@@ -19,7 +29,12 @@ pub const MAX_FDS_PER_READ: usize = 32;
 /// assert_eq!(mob_sys::channel::recv_with_fds(&b, &mut buf, &mut fds).unwrap(), 2);
 /// ```
 pub fn socketpair() -> io::Result<(OwnedFd, OwnedFd)> {
-    socket::socketpair(AddressFamily::Unix, SockType::Stream, None, SockFlag::SOCK_CLOEXEC).map_err(io::Error::from)
+    let (a, b) = socket::socketpair(AddressFamily::Unix, SockType::Stream, None, SockFlag::SOCK_CLOEXEC)
+        .map_err(io::Error::from)?;
+    for end in [&a, &b] {
+        let _ = socket::setsockopt(end, socket::sockopt::SndBuf, &SEND_BUFFER);
+    }
+    Ok((a, b))
 }
 
 /// Sets or clears O_NONBLOCK.
@@ -167,6 +182,17 @@ mod tests {
         assert_eq!(recv_with_fds(&b, &mut buf, &mut fds).unwrap(), 3);
         assert_eq!(fds.len(), 2);
         assert_eq!(&buf[..3], b"xyz");
+    }
+
+    #[test]
+    fn both_ends_ask_for_a_larger_send_buffer() {
+        let (a, b) = socketpair().unwrap();
+        // The kernel doubles what is asked and caps it at wmem_max.
+        let max = std::fs::read_to_string("/proc/sys/net/core/wmem_max").ok().and_then(|s| s.trim().parse().ok());
+        let want = 2 * SEND_BUFFER.min(max.unwrap_or(SEND_BUFFER));
+        for end in [&a, &b] {
+            assert!(socket::getsockopt(end, socket::sockopt::SndBuf).unwrap() >= want);
+        }
     }
 
     #[test]
