@@ -5,7 +5,7 @@
 
 use mob_std::{Error, Incoming, Mobster, Target};
 use mob_tests::test_app::{
-    Job, Tell, answer_sock_job, exit_if_asked, fdmix_check, fdmix_message, inode, request_end, source,
+    FdMixTally, Job, Tell, answer_sock_job, exit_if_asked, fdmix_send, inode, request_end, source,
 };
 use std::process::ExitCode;
 
@@ -52,12 +52,8 @@ fn run_command(mob: &Mobster, line: &str) {
             }
         }
         Tell::FdMix { to, n } => {
-            for i in 0..n {
-                let (payload, fds) = fdmix_message(i, n);
-                if let Err(e) = mob.send_raw(to.clone(), "_", "fdmix", &payload, fds) {
-                    report(mob, format!("send-error {e}"));
-                    break;
-                }
+            if let Err(e) = fdmix_send(n, |payload, fds| mob.send_raw(to.clone(), "_", "fdmix", payload, fds)) {
+                report(mob, format!("send-error {e}"));
             }
         }
         Tell::Bad(line) => report(mob, format!("bad-command {line}")),
@@ -72,7 +68,7 @@ fn worker(mut mob: Mobster) -> Result<(), Error> {
     }
     let mut hoard: Vec<Vec<u8>> = Vec::new();
     let mut kept = Vec::new();
-    let mut fdmix_got = 0;
+    let mut fdmix = FdMixTally::default();
     loop {
         let incoming = match mob.recv() {
             Ok(incoming) => incoming,
@@ -87,15 +83,11 @@ fn worker(mut mob: Mobster) -> Result<(), Error> {
                     "boom" => panic!("boom in the handler"),
                     "holdfd" => report(&mob, format!("holdfd {}", inode(msg.fds.first()))),
                     "writefd" => mob_tests::test_app::write_byte(msg.fds.first()),
-                    "fdmix" => match fdmix_check(&msg.payload, &msg.fds) {
-                        Ok((i, n)) => {
-                            fdmix_got += 1;
-                            if i + 1 == n {
-                                report(&mob, format!("fdmix-got {fdmix_got}"));
-                            }
+                    "fdmix" => {
+                        if let Some(text) = fdmix.take(&msg.payload, &msg.fds) {
+                            report(&mob, text);
                         }
-                        Err(why) => report(&mob, format!("fdmix-bad {why}")),
-                    },
+                    }
                     "emit" => {
                         mob_tests::emit_output();
                         report(&mob, "emitted".into());

@@ -5,7 +5,7 @@
 
 use mob_mio::{Error, Mobster, Outcome, Request, Source, Target};
 use mob_tests::test_app::{
-    Job, Tell, answer_sock_job, exit_if_asked, fdmix_check, fdmix_message, inode, request_end, source,
+    FdMixTally, Job, Tell, answer_sock_job, exit_if_asked, fdmix_send, inode, request_end, source,
 };
 use std::cell::RefCell;
 use std::process::ExitCode;
@@ -47,12 +47,8 @@ fn run_command(mob: &mut Mobster, line: &str) {
             }
         }
         Tell::FdMix { to, n } => {
-            for i in 0..n {
-                let (payload, fds) = fdmix_message(i, n);
-                if let Err(e) = mob.send_raw(to.clone(), "_", "fdmix", &payload, fds) {
-                    report(mob, format!("send-error {e}"));
-                    break;
-                }
+            if let Err(e) = fdmix_send(n, |payload, fds| mob.send_raw(to.clone(), "_", "fdmix", payload, fds)) {
+                report(mob, format!("send-error {e}"));
             }
         }
         Tell::Bad(line) => report(mob, format!("bad-command {line}")),
@@ -67,15 +63,11 @@ fn worker(mut mob: Mobster) -> Result<(), Error> {
         report(mob, format!("holdfd {}", inode(msg.fds.first())));
     });
     mob.on("writefd", |_mob, msg| mob_tests::test_app::write_byte(msg.fds.first()));
-    let mut fdmix_got = 0;
-    mob.on("fdmix", move |mob, msg| match fdmix_check(&msg.payload, &msg.fds) {
-        Ok((i, n)) => {
-            fdmix_got += 1;
-            if i + 1 == n {
-                report(mob, format!("fdmix-got {fdmix_got}"));
-            }
+    let mut fdmix = FdMixTally::default();
+    mob.on("fdmix", move |mob, msg| {
+        if let Some(text) = fdmix.take(&msg.payload, &msg.fds) {
+            report(mob, text);
         }
-        Err(why) => report(mob, format!("fdmix-bad {why}")),
     });
     mob.on("orphans", |mob, msg| {
         let n = msg.decode::<String>().ok().and_then(|s| s.parse().ok()).unwrap_or(0);

@@ -266,6 +266,18 @@ pub fn inode(fd: Option<impl AsFd>) -> u64 {
 /// frames, and frames whose fds do not fit in the write before, both occur.
 const FDMIX_FDS: [usize; 8] = [1, 0, 3, 1, 2, 0, 32, 1];
 
+/// Sends an `fdmix` burst of `n` messages ([`fdmix_message`]) through
+/// `send` (payload, fds), stopping at the first error, which it returns.
+pub fn fdmix_send<E: std::fmt::Display>(
+    n: usize,
+    mut send: impl FnMut(&[u8], Vec<OwnedFd>) -> Result<(), E>,
+) -> Result<(), String> {
+    (0..n).try_for_each(|i| {
+        let (payload, fds) = fdmix_message(i, n);
+        send(&payload, fds).map_err(|e| e.to_string())
+    })
+}
+
 /// Message `i` of `n` of an `fdmix` burst: its payload `i/n`, and its fds,
 /// each the read end of a pipe that holds `i.j` (the write end closed).
 pub fn fdmix_message(i: usize, n: usize) -> (Vec<u8>, Vec<OwnedFd>) {
@@ -279,9 +291,30 @@ pub fn fdmix_message(i: usize, n: usize) -> (Vec<u8>, Vec<OwnedFd>) {
     (format!("{i}/{n}").into_bytes(), fds)
 }
 
+/// What a worker that gets an `fdmix` burst has seen of it.
+#[derive(Default)]
+pub struct FdMixTally {
+    got: usize,
+}
+
+impl FdMixTally {
+    /// Checks one `fdmix` message; what to report, if anything: what is
+    /// wrong with it, or after the burst's last message how many came right
+    /// (`fdmix-bad WHY`, `fdmix-got COUNT`).
+    pub fn take(&mut self, payload: &[u8], fds: &[OwnedFd]) -> Option<String> {
+        match fdmix_check(payload, fds) {
+            Ok((i, n)) => {
+                self.got += 1;
+                (i + 1 == n).then(|| format!("fdmix-got {}", self.got))
+            }
+            Err(why) => Some(format!("fdmix-bad {why}")),
+        }
+    }
+}
+
 /// Checks an `fdmix` message: `Ok((i, n))` if it carries exactly the fds
 /// that message `i` was sent with, in order, or what is wrong with it.
-pub fn fdmix_check(payload: &[u8], fds: &[OwnedFd]) -> Result<(usize, usize), String> {
+fn fdmix_check(payload: &[u8], fds: &[OwnedFd]) -> Result<(usize, usize), String> {
     let text = String::from_utf8_lossy(payload);
     let (i, n) = text.split_once('/').ok_or_else(|| format!("payload {text:?}"))?;
     let (i, n): (usize, usize) = (i.parse().map_err(|_| text.to_string())?, n.parse().map_err(|_| text.to_string())?);
