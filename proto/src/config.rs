@@ -157,9 +157,13 @@ pub struct KingpinConfig {
     pub spawn_retry: Duration,
     /// Bytes that may wait for a worker that is still starting (default 1 MiB).
     pub early_queue_limit: usize,
-    /// Bytes that may wait to be written to one worker before sends to it
-    /// fail with backpressure (default 8 MiB): a worker that stops reading
-    /// cannot grow the kingpin's memory without bound.
+    /// Bytes that may wait to be written to one worker before new work for
+    /// it (messages, requests, jobs) fails with backpressure (default 8
+    /// MiB): a worker that stops reading cannot grow the kingpin's memory
+    /// without bound. What ends or steers work it already has (replies to
+    /// its requests, callback invocations and releases, cancels, pings,
+    /// stop) is queued regardless: it is bounded by that work, and losing
+    /// it would leave a request without its end.
     pub max_queued_bytes: usize,
     /// Timeout of requests that set none (default 10 s).
     pub request_timeout: Duration,

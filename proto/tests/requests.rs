@@ -1814,6 +1814,57 @@ fn a_worker_that_never_reads_gets_backpressure_while_others_keep_receiving() {
 }
 
 #[test]
+fn a_full_queue_still_takes_what_ends_the_workers_own_work() {
+    const MAX: usize = 1_000;
+    let mut config = front_back(1, 2);
+    config.max_queued_bytes = MAX;
+    let mut sim = up(config);
+    let f = sim.pid_of("front", 0);
+    let (b0, b1) = (sim.pid_of("back", 0), sim.pid_of("back", 1));
+    // b0 asks b1 something (with a callback), and f asks b0 something.
+    let (wid, _) = wreq(&mut sim, b0, Target::Pid(b1), "ask", 0, None, 1).0.unwrap();
+    let (fid, _) = wreq(&mut sim, f, Target::Pid(b0), "task", 0, Some(Duration::from_secs(1)), 0).0.unwrap();
+    sim.run_until_idle();
+    let (call, _, cbs) = one_call(&mut sim, b1);
+    let (b0_call, ..) = one_call(&mut sim, b0);
+
+    // Then b0 stops reading, and messages fill its queue to the limit.
+    let l0 = link_of(&sim, b0);
+    sim.block_writes(l0, true);
+    let mut filled = 0;
+    while sim.kingpin.send(Target::Pid(b0), NS, "fill", &[7u8; 200], Vec::new()).is_ok() {
+        filled += 1;
+    }
+    // New work is refused...
+    assert_eq!(kreq(&mut sim, Target::Pid(b0), "k", 0, None, 0).0, Err(SendError::Backpressure));
+    // ...but what ends b0's own work still goes in: b1 invokes the
+    // callback and answers, and f's request to b0 times out (the kingpin
+    // cancels it at b0).
+    let cfiles = winvoke(&mut sim, b1, call, cbs[0], "progress", 1);
+    let (r, rfiles) = wrespond(&mut sim, b1, call, Ok(()), "answer", 1);
+    r.unwrap();
+    sim.run_until_idle();
+    sim.advance(Duration::from_secs(2));
+    sim.run_until_idle();
+    assert_eq!(wevents(&mut sim, f), vec![WEvent::Reply { id: fid, result: Err(RequestError::TimedOut) }]);
+    assert!(wevents(&mut sim, b0).is_empty(), "b0 reads nothing yet");
+
+    sim.block_writes(l0, false);
+    sim.run_until_idle();
+    let got = wevents(&mut sim, b0);
+    assert_eq!(got.len(), filled + 3, "the messages, then what ends b0's work: {got:?}");
+    assert_eq!(
+        got[filled..],
+        [
+            WEvent::Callback { callback: cbs[0], payload: "progress".into(), files: cfiles },
+            WEvent::Reply { id: wid, result: ok("answer", rfiles) },
+            WEvent::Cancelled { call: b0_call },
+        ]
+    );
+    assert_all_empty(&sim);
+}
+
+#[test]
 fn a_worker_that_never_completes_its_handshake_gets_backpressure_from_the_early_queue() {
     let mut config = front_back(1, 2);
     config.early_queue_limit = 500;

@@ -116,6 +116,13 @@ pub(super) struct Queued {
     pub call: Option<u64>,
 }
 
+/// Whether a frame of `kind` brings a worker new work, which a full queue
+/// refuses ([`KingpinConfig::max_queued_bytes`](crate::KingpinConfig)).
+/// The others end or steer work it has already been given.
+fn is_new_work(kind: Kind) -> bool {
+    matches!(kind, Kind::Deliver | Kind::Call)
+}
+
 impl Kingpin {
     /// Queues a frame for `link`. On error the fds are released.
     pub(super) fn push<M: WriteMeta + ?Sized>(
@@ -158,7 +165,7 @@ impl Kingpin {
             return Err(SendError::Closed);
         };
         let result = match l.phase {
-            Phase::Up if l.out.len() >= out_limit => Err((SendError::Backpressure, fds)),
+            Phase::Up if l.out.len() >= out_limit && is_new_work(kind) => Err((SendError::Backpressure, fds)),
             Phase::Up => {
                 let before = l.out.len();
                 match l.out.push(kind as u8, meta, payload, fds) {
