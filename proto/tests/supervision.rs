@@ -1048,6 +1048,34 @@ fn a_soft_shutdown_past_its_grace_kills_the_rest_and_exits_unclean() {
 }
 
 #[test]
+fn a_worker_that_finishes_its_work_during_a_soft_shutdown_gets_what_is_left_of_the_grace() {
+    let mut sim = up(app([spec("a", 1)]));
+    let a0 = sim.pid_of("a", 0);
+    let now = sim.now;
+    let (held, _) =
+        sim.kingpin.request(Target::Pid(a0), "ns", "held", b"", Vec::new(), Some(secs(60)), 0, now).unwrap();
+    sim.run_until_idle();
+    let (held_call, _) = calls_of(&mut sim, a0)[0].clone();
+    sim.kingpin.shutdown(false, now);
+    sim.run_until_idle();
+    assert_eq!(stops(&sim, a0), 0, "not while it has work in flight");
+
+    // It answers 4 s in: its Stop gives it the 6 s left, not 10.
+    sim.advance(secs(4));
+    ack(&mut sim, a0, held_call, "done");
+    sim.run_until_idle();
+    assert!(sim.take_events().contains(&KEvent::Reply { id: held, result: Ok(("done".into(), vec![])) }));
+    assert_eq!(wevents(&mut sim, a0), vec![WEvent::Stop { grace: secs(6) }]);
+    // And it is killed when the shutdown's grace ends, if still there.
+    sim.advance(secs(6) - Duration::from_nanos(1));
+    sim.run_until_idle();
+    assert!(sim.kills.is_empty());
+    sim.advance(Duration::from_nanos(1));
+    sim.run_until_idle();
+    assert_eq!(sim.kills, vec![(a0, sim.proc(a0).link)]);
+}
+
+#[test]
 fn a_hard_shutdown_kills_every_worker_and_exits_at_once() {
     let mut sim = up(app([spec("a", 2), spec("b", 1)]));
     let pids: Vec<u32> = sim.procs.keys().copied().collect();

@@ -393,10 +393,16 @@ impl Kingpin {
         }
     }
 
-    /// Sends Stop to a draining worker that has nothing left in flight.
+    /// Sends Stop to a draining worker that has nothing left in flight. Its
+    /// grace is [`KingpinConfig::shutdown_grace`](crate::KingpinConfig),
+    /// or during a shutdown what is left of the shutdown's own (the worker
+    /// may have drained for part of it).
     pub(super) fn finish_drain(&mut self, link: LinkId) {
-        let grace_ms = crate::requester::millis(self.config.shutdown_grace);
-        let deadline = self.now + self.config.shutdown_grace;
+        let mut deadline = self.now + self.config.shutdown_grace;
+        if let Some(sd) = &self.shutdown {
+            deadline = deadline.min(sd.deadline);
+        }
+        let grace_ms = crate::requester::millis(deadline.saturating_duration_since(self.now));
         let Some(l) = self.link_mut(link) else { return };
         if !l.draining || l.stopping || l.inflight > 0 || l.phase != Phase::Up {
             return;
