@@ -165,6 +165,15 @@ pub struct KingpinConfig {
     /// stop) is queued regardless: it is bounded by that work, and losing
     /// it would leave a request without its end.
     pub max_queued_bytes: usize,
+    /// Requests one worker may have open through the kingpin at once
+    /// (default 65,536): the kingpin keeps a little state for each until
+    /// its reply and callbacks are done or its deadline passes, so past
+    /// this many a worker's further requests are answered with
+    /// backpressure at once, and a worker that asks faster than it is
+    /// answered (with long timeouts) cannot grow the kingpin's memory
+    /// without bound. Requests to the kingpin itself are the
+    /// application's to answer and are not counted.
+    pub max_open_requests: u32,
     /// Timeout of requests that set none (default 10 s).
     pub request_timeout: Duration,
     /// Delays between restarts of a crashing slot.
@@ -191,6 +200,7 @@ impl KingpinConfig {
             spawn_retry: Duration::from_secs(1),
             early_queue_limit: 1 << 20,
             max_queued_bytes: 8 << 20,
+            max_open_requests: 65_536,
             request_timeout: Duration::from_secs(10),
             backoff: Backoff::default(),
             on_role_failure: OnRoleFailure::ShutdownApp,

@@ -30,14 +30,16 @@ impl<T> Deadlines<T> {
     }
 
     /// Adds (or replaces) entry `id`.
-    pub(crate) fn insert(&mut self, id: u64, deadline: Instant, value: T) {
-        let replaced = self.entries.insert(id, (deadline, value)).is_some();
+    /// Adds `id`, or replaces it (returning what it held).
+    pub(crate) fn insert(&mut self, id: u64, deadline: Instant, value: T) -> Option<T> {
+        let replaced = self.entries.insert(id, (deadline, value));
         if deadline != Instant::MAX {
             self.by_time.push(Reverse((deadline, id)));
         }
-        if replaced {
+        if replaced.is_some() {
             self.tidy();
         }
+        replaced.map(|(_, value)| value)
     }
 
     pub(crate) fn contains(&self, id: u64) -> bool {

@@ -30,7 +30,9 @@ pub enum RequestError {
     NoRoute,
     /// The handling worker died, or a link closed, before it answered.
     PeerGone,
-    /// The target's queue is full.
+    /// The target's queue is full, or the requester already has as many
+    /// requests open through the kingpin as it may
+    /// ([`KingpinConfig::max_open_requests`](crate::KingpinConfig)).
     Backpressure,
     /// The role does not export that function.
     NotExported,
@@ -66,7 +68,7 @@ impl fmt::Display for RequestError {
             RequestError::Dropped => f.write_str("handler dropped the request without answering"),
             RequestError::NoRoute => f.write_str("no worker matches the target"),
             RequestError::PeerGone => f.write_str("the handling peer went away before answering"),
-            RequestError::Backpressure => f.write_str("the target's queue is full"),
+            RequestError::Backpressure => f.write_str("the target's queue is full, or too many requests are open"),
             RequestError::NotExported => f.write_str("the role does not export that function"),
             RequestError::TimedOut => f.write_str("timed out"),
             RequestError::Cancelled => f.write_str("cancelled"),

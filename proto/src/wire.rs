@@ -268,7 +268,8 @@ pub enum Failure {
     NoRoute,
     /// The worker handling it died or its link closed before it answered.
     PeerGone,
-    /// The target's queue is full.
+    /// The target's queue is full, or the requester has too many requests
+    /// open (SPEC.md, section 10).
     Backpressure,
     /// The role does not export that function.
     NotExported,

@@ -1814,6 +1814,68 @@ fn a_worker_that_never_reads_gets_backpressure_while_others_keep_receiving() {
 }
 
 #[test]
+fn a_worker_past_its_open_requests_is_answered_with_backpressure_until_some_end() {
+    let mut config = front_back(1, 1);
+    config.max_open_requests = 3;
+    let mut sim = up(config);
+    let (f, b) = (sim.pid_of("front", 0), sim.pid_of("back", 0));
+    let ask =
+        |sim: &mut Sim, name: &str| wreq(sim, f, Target::Pid(b), name, 0, Some(Duration::from_secs(5)), 0).0.unwrap().0;
+    let ids: Vec<u64> = ["r1", "r2", "r3"].iter().map(|n| ask(&mut sim, n)).collect();
+    let (fds_past, files) = {
+        let (r, files) = wreq(&mut sim, f, Target::Pid(b), "r4", 1, Some(Duration::from_secs(5)), 1);
+        (r.unwrap().0, files)
+    };
+    sim.run_until_idle();
+    // The fourth is answered at once, its fd released, its callback freed;
+    // the handler sees three.
+    assert_eq!(
+        wevents(&mut sim, f),
+        vec![
+            WEvent::Reply { id: fds_past, result: Err(RequestError::Backpressure) },
+            WEvent::CallbackReleased { callback: 1 },
+        ]
+    );
+    assert_eq!(
+        sim.ledger.history(files[0]),
+        path(&[(Side::Worker(f), Fate::Transmitted), (Side::Kingpin, Fate::Released)])
+    );
+    let calls = calls_of(&mut sim, b);
+    assert_eq!(calls.len(), 3);
+    // An answer makes room for one more.
+    wrespond(&mut sim, b, calls[0].0, Ok(()), "one", 0).0.unwrap();
+    sim.run_until_idle();
+    let r5 = ask(&mut sim, "r5");
+    let r6 = ask(&mut sim, "r6");
+    sim.run_until_idle();
+    assert_eq!(
+        wevents(&mut sim, f),
+        vec![
+            WEvent::Reply { id: ids[0], result: ok("one", vec![]) },
+            WEvent::Reply { id: r6, result: Err(RequestError::Backpressure) }
+        ]
+    );
+    assert_eq!(calls_of(&mut sim, b).len(), 1, "r5 went through");
+    // So does the end of the others at their deadline.
+    sim.advance(Duration::from_secs(5));
+    sim.run_until_idle();
+    let ended: Vec<u64> = wevents(&mut sim, f)
+        .iter()
+        .filter_map(|e| match e {
+            WEvent::Reply { id, result: Err(RequestError::TimedOut) } => Some(*id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ended, vec![ids[1], ids[2], r5]);
+    let again: Vec<u64> = ["r7", "r8", "r9"].iter().map(|n| ask(&mut sim, n)).collect();
+    sim.run_until_idle();
+    assert!(wevents(&mut sim, f).is_empty(), "none refused: {again:?}");
+    let (cancels, calls): (Vec<WEvent>, Vec<WEvent>) =
+        wevents(&mut sim, b).into_iter().partition(|e| matches!(e, WEvent::Cancelled { .. }));
+    assert_eq!((cancels.len(), calls.len()), (3, 3), "the three timed out cancelled, three new");
+}
+
+#[test]
 fn a_full_queue_still_takes_what_ends_the_workers_own_work() {
     const MAX: usize = 1_000;
     let mut config = front_back(1, 2);

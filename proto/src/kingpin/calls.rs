@@ -116,7 +116,13 @@ impl Kingpin {
         let k = self.requests.alloc_id();
         let source = self.source_of(Some(link));
         let call = NewCall { id: k, from: source, ns, name, timeout_ms, callbacks: &callbacks };
-        match self.dispatch_call(Some(link), &to, &call, &payload, fds) {
+        let dispatched = if self.calls.open_from(link) >= self.config.max_open_requests {
+            self.release(fds);
+            Err(Failure::Backpressure)
+        } else {
+            self.dispatch_call(Some(link), &to, &call, &payload, fds)
+        };
+        match dispatched {
             Ok(target) => {
                 let deadline = now + Duration::from_millis(timeout_ms);
                 let callbacks = callbacks.into_iter().collect();

@@ -8,6 +8,7 @@
 //! queue; `supervise.rs` restarts and shutdown; `control.rs` the operator's
 //! control connections; `summary.rs` the one-line status.
 
+mod call_table;
 mod calls;
 mod control;
 mod jobs;
@@ -38,13 +39,12 @@ use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use bytes::Bytes;
+use call_table::CallTable;
 use calls::CallEntry;
 use core::time::Duration;
 use link::Link;
 use slab::Slab;
 use supervise::{Role, Shutdown};
-
-use crate::deadlines::Deadlines;
 
 /// How long a worker whose link reached end of stream has to exit on its
 /// own before it is killed.
@@ -323,7 +323,7 @@ pub struct Kingpin {
     /// Links whose queue reached [`FLUSH_AT`] (see [`Kingpin::poll_flush`]).
     flush: Vec<LinkId>,
     requests: Requester,
-    calls: Deadlines<CallEntry>,
+    calls: CallTable,
     jobs: jobs::JobQueue,
     shutdown: Option<Shutdown>,
     app_online: bool,
@@ -353,7 +353,7 @@ impl Kingpin {
             pids: BTreeMap::new(),
             outputs: VecDeque::new(),
             flush: Vec::new(),
-            calls: Deadlines::new(),
+            calls: CallTable::new(),
             jobs: jobs::JobQueue::default(),
             shutdown: None,
             app_online: false,
