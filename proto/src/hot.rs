@@ -237,8 +237,13 @@ impl<'a> Reader<'a> {
     }
 
     /// A sequence of ids (callbacks), fewer than 128 of them.
+    /// A list of ids; `None` past [`MAX_CALLBACKS`](crate::wire::MAX_CALLBACKS)
+    /// too, for postcard's decoder to refuse.
     fn ids(&mut self) -> Option<Vec<u64>> {
         let count = self.small()?;
+        if count > crate::wire::MAX_CALLBACKS {
+            return None;
+        }
         (0..count).map(|_| self.u64()).collect()
     }
 

@@ -29,6 +29,11 @@ pub const RESERVED_PREFIX: &str = "mob.";
 /// exported functions.
 pub const RPC_NAMESPACE: &str = "mob.rpc";
 
+/// The most callbacks one request may pass (SPEC.md, section 9.5). A
+/// Request or Call that lists more is [`DecodeError::Malformed`]: each
+/// costs the kingpin a little state until the request's deadline.
+pub const MAX_CALLBACKS: usize = 64;
+
 /// Frame kinds (the header's `kind` byte).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
@@ -502,9 +507,9 @@ impl<'a> Message<&'a str> {
             Kind::Deliver => payload_msg(body, fds, Message::Deliver).map_err(bad),
             Kind::Request => match crate::hot::request(body) {
                 Some((m, at)) => Ok(Message::Request(m, body.slice(at..), fds)),
-                None => payload_msg(body, fds, Message::Request).map_err(bad),
+                None => payload_msg(body, fds, Message::Request).map_err(bad).and_then(callbacks_within_limit),
             },
-            Kind::Call => payload_msg(body, fds, Message::Call).map_err(bad),
+            Kind::Call => payload_msg(body, fds, Message::Call).map_err(bad).and_then(callbacks_within_limit),
             Kind::Reply => match crate::hot::reply(body) {
                 Some((m, at)) => Ok(Message::Reply(m, body.slice(at..), fds)),
                 None => payload_msg(body, fds, Message::Reply).map_err(bad),
@@ -512,6 +517,21 @@ impl<'a> Message<&'a str> {
             Kind::Invoke => payload_msg(body, fds, Message::Invoke).map_err(bad),
         }
     }
+}
+
+/// A Request or Call that lists more than [`MAX_CALLBACKS`] callbacks is
+/// malformed (the fast decoders give up on those, so only here).
+fn callbacks_within_limit(msg: Message<&str>) -> Result<Message<&str>, (DecodeError, Vec<FdHandle>)> {
+    let (kind, listed) = match &msg {
+        Message::Request(r, ..) => (Kind::Request, r.callbacks.len()),
+        Message::Call(c, ..) => (Kind::Call, c.callbacks.len()),
+        _ => return Ok(msg),
+    };
+    if listed <= MAX_CALLBACKS {
+        return Ok(msg);
+    }
+    let reason = "more callbacks than MAX_CALLBACKS";
+    Err((DecodeError::Malformed { kind: kind as u8, reason }, msg.into_fds()))
 }
 
 /// Parses a payload-carrying body into a message, or hands the fds back.

@@ -358,6 +358,10 @@ impl Worker {
         callbacks: usize,
         now: Instant,
     ) -> Result<(u64, Vec<u64>), SendError> {
+        if callbacks > wire::MAX_CALLBACKS {
+            self.release(fds);
+            return Err(SendError::Encode(crate::frame::EncodeError::TooManyCallbacks { count: callbacks }));
+        }
         let (id, deadline, cbs) = self.requests.open(now, timeout, callbacks);
         let timeout_ms = millis(deadline.saturating_duration_since(now));
         let meta = Request { id, to, ns, name, timeout_ms, callbacks: &cbs[..] };

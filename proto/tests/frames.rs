@@ -11,8 +11,8 @@ use mob_proto::frame::{
     DEFAULT_MAX_BODY, DecodeError, Decoder, HEADER_LEN, Header, MAX_FDS_PER_FRAME, OutBuf, RawFrame,
 };
 use mob_proto::wire::{
-    Call, Cancel, Deliver, Failure, Fatal, Hello, Invoke, Kind, MAGIC, Message, PROTOCOL_VERSION, Ping, Reject,
-    Release, Reply, Request, Scale, Send, Settings, Source, Status, Stop, Target, Welcome,
+    Call, Cancel, Deliver, Failure, Fatal, Hello, Invoke, Kind, MAGIC, MAX_CALLBACKS, Message, PROTOCOL_VERSION, Ping,
+    Reject, Release, Reply, Request, Scale, Send, Settings, Source, Status, Stop, Target, Welcome,
 };
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -487,6 +487,38 @@ fn malformed_when_a_body_does_not_parse() {
     let (e, fds) = parse_err(Kind::Send as u8, &[9, 0, 0], vec![h(4)]);
     assert_eq!(e, DecodeError::Malformed { kind: Kind::Send as u8, reason: BAD_BODY });
     assert_eq!(fds, vec![4]);
+}
+
+#[test]
+fn malformed_when_a_request_or_call_lists_more_callbacks_than_the_limit() {
+    for listed in [MAX_CALLBACKS, MAX_CALLBACKS + 1] {
+        let callbacks: Vec<u64> = (0..listed as u64).collect();
+        let request = Request {
+            id: 1,
+            to: Target::Any("b".into()),
+            ns: "_",
+            name: "n",
+            timeout_ms: 5,
+            callbacks: callbacks.clone(),
+        };
+        let call = Call { id: 1, from: Source::Kingpin, ns: "_", name: "n", timeout_ms: 5, callbacks };
+        for (kind, mut body) in [
+            (Kind::Request, postcard::to_allocvec(&request).unwrap()),
+            (Kind::Call, postcard::to_allocvec(&call).unwrap()),
+        ] {
+            body.extend_from_slice(b"payload");
+            let f = decode_one(&frame(kind as u8, &body, 1), vec![h(3)]).unwrap().unwrap();
+            match Message::parse_owned(f) {
+                Ok(_) => assert_eq!(listed, MAX_CALLBACKS, "{kind:?} with {listed} callbacks parsed"),
+                Err((e, fds)) => {
+                    assert_eq!(listed, MAX_CALLBACKS + 1, "{kind:?} with {listed} callbacks refused: {e}");
+                    let reason = "more callbacks than MAX_CALLBACKS";
+                    assert_eq!(e, DecodeError::Malformed { kind: kind as u8, reason });
+                    assert_eq!(raws(fds), vec![3], "its fd comes back");
+                }
+            }
+        }
+    }
 }
 
 #[test]

@@ -8,7 +8,8 @@ mod common;
 use bytes::Bytes;
 use common::*;
 use core::time::Duration;
-use mob_proto::wire::{Deliver, Kind, RPC_NAMESPACE};
+use mob_proto::frame::EncodeError;
+use mob_proto::wire::{Deliver, Kind, MAX_CALLBACKS, RPC_NAMESPACE};
 use mob_proto::{
     ExitStatus, Failure, KingpinConfig, LinkId, Pending, Phase, RequestError, RespondError, SendError, Source, Target,
 };
@@ -1810,6 +1811,41 @@ fn a_worker_that_never_reads_gets_backpressure_while_others_keep_receiving() {
     wrespond(&mut sim, b0, call, Ok(()), "", 0).0.unwrap();
     sim.run_until_idle();
     assert_eq!(kevents(&mut sim), vec![KEvent::Reply { id: kid, result: ok("", vec![]) }]);
+    assert_all_empty(&sim);
+}
+
+#[test]
+fn a_request_with_more_callbacks_than_the_limit_is_refused_at_once_with_its_fds() {
+    let mut sim = up(front_back(1, 1));
+    let (f, b) = (sim.pid_of("front", 0), sim.pid_of("back", 0));
+    let too_many = SendError::Encode(EncodeError::TooManyCallbacks { count: MAX_CALLBACKS + 1 });
+    let (r, kfiles) = kreq(&mut sim, Target::Pid(b), "k", 1, None, MAX_CALLBACKS + 1);
+    assert_eq!(r, Err(too_many.clone()));
+    let (r, wfiles) = wreq(&mut sim, f, Target::Pid(b), "w", 1, None, MAX_CALLBACKS + 1);
+    assert_eq!(r, Err(too_many));
+    sim.run_until_idle();
+    assert_eq!(sim.ledger.history(kfiles[0]), path(&[(Side::Kingpin, Fate::Released)]));
+    assert_eq!(sim.ledger.history(wfiles[0]), path(&[(Side::Worker(f), Fate::Released)]));
+    // The most there may be go through.
+    let (wid, cbs) = wreq(&mut sim, f, Target::Pid(b), "w", 0, None, MAX_CALLBACKS).0.unwrap();
+    sim.run_until_idle();
+    let (call, _, listed) = one_call(&mut sim, b);
+    assert_eq!(listed.len(), MAX_CALLBACKS);
+    wrespond(&mut sim, b, call, Ok(()), "ok", 0).0.unwrap();
+    sim.run_until_idle();
+    assert_eq!(wevents(&mut sim, f), vec![WEvent::Reply { id: wid, result: ok("ok", vec![]) }]);
+    // Its callbacks live until its deadline (the handler may still use
+    // them), then all are released.
+    sim.advance(Duration::from_secs(11));
+    sim.run_until_idle();
+    let released: Vec<u64> = wevents(&mut sim, f)
+        .into_iter()
+        .filter_map(|e| match e {
+            WEvent::CallbackReleased { callback } => Some(callback),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(released, cbs);
     assert_all_empty(&sim);
 }
 

@@ -24,6 +24,12 @@ pub enum EncodeError {
         /// How many were given.
         count: usize,
     },
+    /// A request with more callbacks than
+    /// [`MAX_CALLBACKS`](crate::wire::MAX_CALLBACKS).
+    TooManyCallbacks {
+        /// How many were asked for.
+        count: usize,
+    },
     /// The message could not be serialized.
     Serialize,
 }
@@ -36,6 +42,9 @@ impl fmt::Display for EncodeError {
             }
             EncodeError::TooManyFds { count } => {
                 write!(f, "{count} fds in one frame, more than {MAX_FDS_PER_FRAME}")
+            }
+            EncodeError::TooManyCallbacks { count } => {
+                write!(f, "{count} callbacks in one request, more than {}", crate::wire::MAX_CALLBACKS)
             }
             EncodeError::Serialize => f.write_str("message could not be serialized"),
         }

@@ -730,6 +730,10 @@ impl Kingpin {
             self.release(fds);
             return Err(SendError::ShuttingDown);
         }
+        if callbacks > wire::MAX_CALLBACKS {
+            self.release(fds);
+            return Err(SendError::Encode(crate::frame::EncodeError::TooManyCallbacks { count: callbacks }));
+        }
         let (id, deadline, cbs) = self.requests.open(now, timeout, callbacks);
         let timeout_ms = crate::requester::millis(deadline.saturating_duration_since(now));
         let call = calls::NewCall { id, from: Source::Kingpin, ns, name, timeout_ms, callbacks: &cbs };
