@@ -163,7 +163,9 @@ pub struct KingpinConfig {
     /// without bound. What ends or steers work it already has (replies to
     /// its requests, callback invocations and releases, cancels, pings,
     /// stop) is queued regardless: it is bounded by that work, and losing
-    /// it would leave a request without its end.
+    /// it would leave a request without its end. Up to twice this: a
+    /// worker that lets that much wait does not read its link, and is
+    /// closed ([`CloseReason::NotReading`](crate::CloseReason)) and killed.
     pub max_queued_bytes: usize,
     /// Requests one worker may have open through the kingpin at once
     /// (default 65,536): the kingpin keeps a little state for each until

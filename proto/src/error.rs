@@ -40,6 +40,10 @@ pub enum CloseReason {
     Stopped,
     /// The worker stopped answering heartbeats: it is treated as hung.
     Hung,
+    /// The worker does not read its link: what the kingpin owes it (replies
+    /// to its requests, and the like, which a full queue still takes) grew
+    /// to twice [`KingpinConfig::max_queued_bytes`](crate::KingpinConfig).
+    NotReading,
     /// The runtime could not read or write the link (an IO error, or fds
     /// lost to a truncated control message).
     Transport(&'static str),
@@ -63,6 +67,7 @@ impl fmt::Display for CloseReason {
             CloseReason::Stopped => f.write_str("stopped by the application"),
             CloseReason::Transport(what) => write!(f, "link failed: {what}"),
             CloseReason::Hung => f.write_str("worker stopped answering heartbeats (hung)"),
+            CloseReason::NotReading => f.write_str("worker does not read its link (its queue passed twice the limit)"),
         }
     }
 }

@@ -11,7 +11,8 @@ use core::time::Duration;
 use mob_proto::frame::EncodeError;
 use mob_proto::wire::{Deliver, Kind, MAX_CALLBACKS, RPC_NAMESPACE};
 use mob_proto::{
-    ExitStatus, Failure, KingpinConfig, LinkId, Pending, Phase, RequestError, RespondError, SendError, Source, Target,
+    CloseReason, ExitStatus, Failure, KingpinConfig, LinkId, Pending, Phase, RequestError, RespondError, SendError,
+    Source, Target,
 };
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -1847,6 +1848,36 @@ fn a_request_with_more_callbacks_than_the_limit_is_refused_at_once_with_its_fds(
         .collect();
     assert_eq!(released, cbs);
     assert_all_empty(&sim);
+}
+
+#[test]
+fn a_worker_that_lets_twice_the_limit_wait_is_closed_as_not_reading() {
+    const MAX: usize = 1_000;
+    let mut config = front_back(1, 2);
+    config.max_queued_bytes = MAX;
+    let mut sim = up(config);
+    let (b0, b1) = (sim.pid_of("back", 0), sim.pid_of("back", 1));
+    // b0 asks b1 twice, then stops reading; messages fill its queue.
+    let first = wreq(&mut sim, b0, Target::Pid(b1), "one", 0, None, 0).0.unwrap().0;
+    wreq(&mut sim, b0, Target::Pid(b1), "two", 0, None, 0).0.unwrap();
+    sim.run_until_idle();
+    let calls = calls_of(&mut sim, b1);
+    let l0 = link_of(&sim, b0);
+    let info = sim.info(b0).0.clone();
+    sim.block_writes(l0, true);
+    while sim.kingpin.send(Target::Pid(b0), NS, "fill", &[7u8; 200], Vec::new()).is_ok() {}
+    sim.take_events();
+    // A large reply is still owed to it and queued, past the limit...
+    wrespond(&mut sim, b1, calls[0].0, Ok(()), &"x".repeat(2 * MAX), 0).0.unwrap();
+    sim.run_until_idle();
+    assert!(sim.kills.is_empty() && sim.take_events().is_empty(), "{first}: queued");
+    // ...but the next finds twice the limit waiting: b0 is closed and
+    // killed, and everything it was owed is dropped with its link.
+    wrespond(&mut sim, b1, calls[1].0, Ok(()), "two", 0).0.unwrap();
+    sim.run_until_idle();
+    assert_eq!(sim.kills, vec![(b0, l0)]);
+    assert!(sim.take_events().contains(&KEvent::LinkClosed(info, CloseReason::NotReading)));
+    sim.ledger.assert_balanced();
 }
 
 #[test]

@@ -166,6 +166,14 @@ impl Kingpin {
         };
         let result = match l.phase {
             Phase::Up if l.out.len() >= out_limit && is_new_work(kind) => Err((SendError::Backpressure, fds)),
+            // What ends its own work is owed to it, but not without bound:
+            // a worker that lets this much wait does not read its link.
+            Phase::Up if l.out.len() >= 2 * out_limit => {
+                if !self.overflowed.contains(&link) {
+                    self.overflowed.push(link);
+                }
+                Err((SendError::Backpressure, fds))
+            }
             Phase::Up => {
                 let before = l.out.len();
                 match l.out.push(kind as u8, meta, payload, fds) {

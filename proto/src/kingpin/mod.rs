@@ -322,6 +322,9 @@ pub struct Kingpin {
     outputs: VecDeque<Output>,
     /// Links whose queue reached [`FLUSH_AT`] (see [`Kingpin::poll_flush`]).
     flush: Vec<LinkId>,
+    /// Links whose queue passed the hard limit: closed (`NotReading`) at
+    /// the next [`Kingpin::poll_output`], outside whatever was queuing.
+    overflowed: Vec<LinkId>,
     requests: Requester,
     calls: CallTable,
     jobs: jobs::JobQueue,
@@ -353,6 +356,7 @@ impl Kingpin {
             pids: BTreeMap::new(),
             outputs: VecDeque::new(),
             flush: Vec::new(),
+            overflowed: Vec::new(),
             calls: CallTable::new(),
             jobs: jobs::JobQueue::default(),
             shutdown: None,
@@ -488,6 +492,11 @@ impl Kingpin {
 
     /// The next output, if any.
     pub fn poll_output(&mut self) -> Option<Output> {
+        if !self.overflowed.is_empty() {
+            for link in core::mem::take(&mut self.overflowed) {
+                self.close(link, CloseReason::NotReading, None);
+            }
+        }
         self.outputs.pop_front()
     }
 
