@@ -236,9 +236,9 @@ impl<'a> Reader<'a> {
         Some(s)
     }
 
-    /// A sequence of ids (callbacks), fewer than 128 of them.
-    /// A list of ids; `None` past [`MAX_CALLBACKS`](crate::wire::MAX_CALLBACKS)
-    /// too, for postcard's decoder to refuse.
+    /// A sequence of ids (callbacks): fewer than 128 (a one-byte count),
+    /// and `None` past [`MAX_CALLBACKS`](crate::wire::MAX_CALLBACKS) too,
+    /// for postcard's decoder to refuse.
     fn ids(&mut self) -> Option<Vec<u64>> {
         let count = self.small()?;
         if count > crate::wire::MAX_CALLBACKS {

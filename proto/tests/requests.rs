@@ -1749,33 +1749,41 @@ fn while_no_worker_of_the_role_is_up_exports_are_unknown_and_rpc_calls_go_ahead(
 // 11. Backpressure
 // ---------------------------------------------------------------------------
 
-#[test]
-fn a_worker_that_never_reads_gets_backpressure_while_others_keep_receiving() {
-    const MAX: usize = 1_000;
+/// The queue limit of the backpressure tests.
+const MAX: usize = 1_000;
+
+/// One front and two back workers, up, with queues limited to [`MAX`]:
+/// the sim and the pids of front, back 0 and back 1.
+fn limited() -> (Sim, u32, u32, u32) {
     let mut config = front_back(1, 2);
     config.max_queued_bytes = MAX;
-    let mut sim = up(config);
-    let f = sim.pid_of("front", 0);
-    let (b0, b1) = (sim.pid_of("back", 0), sim.pid_of("back", 1));
+    let sim = up(config);
+    let (f, b0, b1) = (sim.pid_of("front", 0), sim.pid_of("back", 0), sim.pid_of("back", 1));
+    (sim, f, b0, b1)
+}
+
+/// `pid` stops reading, and the kingpin's messages fill its queue until
+/// they are refused; how many went in.
+fn fill(sim: &mut Sim, pid: u32) -> usize {
+    sim.block_writes(link_of(sim, pid), true);
+    let mut filled = 0;
+    while sim.kingpin.send(Target::Pid(pid), NS, "fill", &[7u8; 200], Vec::new()).is_ok() {
+        filled += 1;
+        assert!(filled <= MAX, "never refused");
+    }
+    filled
+}
+
+#[test]
+fn a_worker_that_never_reads_gets_backpressure_while_others_keep_receiving() {
+    let (mut sim, f, b0, b1) = limited();
     let l0 = link_of(&sim, b0);
     // b0 stops reading: the kingpin's writes to it would block.
-    sim.block_writes(l0, true);
-
-    let payload = [7u8; 200];
+    let accepted = fill(&mut sim, b0);
     let meta = Deliver { from: Source::Kingpin, ns: NS, name: "fill" };
-    let frame = wire_frame(Kind::Deliver, &meta, &payload, 0).len();
-    let mut accepted = 0;
-    loop {
-        match sim.kingpin.send(Target::Pid(b0), NS, "fill", &payload, Vec::new()) {
-            Ok(()) => accepted += 1,
-            Err(e) => {
-                assert_eq!(e, SendError::Backpressure);
-                break;
-            }
-        }
-        assert!(accepted <= MAX, "never refused");
-    }
+    let frame = wire_frame(Kind::Deliver, &meta, &[7u8; 200], 0).len();
     assert_eq!(accepted, MAX.div_ceil(frame), "refused once {MAX} bytes are queued");
+    assert_eq!(sim.kingpin.send(Target::Pid(b0), NS, "fill", b"", Vec::new()), Err(SendError::Backpressure));
 
     // Requests to it are refused too, fds released.
     let (r, kfiles) = kreq(&mut sim, Target::Pid(b0), "k", 1, None, 1);
@@ -1852,11 +1860,7 @@ fn a_request_with_more_callbacks_than_the_limit_is_refused_at_once_with_its_fds(
 
 #[test]
 fn a_worker_that_lets_twice_the_limit_wait_is_closed_as_not_reading() {
-    const MAX: usize = 1_000;
-    let mut config = front_back(1, 2);
-    config.max_queued_bytes = MAX;
-    let mut sim = up(config);
-    let (b0, b1) = (sim.pid_of("back", 0), sim.pid_of("back", 1));
+    let (mut sim, _, b0, b1) = limited();
     // b0 asks b1 twice, then stops reading; messages fill its queue.
     let first = wreq(&mut sim, b0, Target::Pid(b1), "one", 0, None, 0).0.unwrap().0;
     wreq(&mut sim, b0, Target::Pid(b1), "two", 0, None, 0).0.unwrap();
@@ -1864,8 +1868,7 @@ fn a_worker_that_lets_twice_the_limit_wait_is_closed_as_not_reading() {
     let calls = calls_of(&mut sim, b1);
     let l0 = link_of(&sim, b0);
     let info = sim.info(b0).0.clone();
-    sim.block_writes(l0, true);
-    while sim.kingpin.send(Target::Pid(b0), NS, "fill", &[7u8; 200], Vec::new()).is_ok() {}
+    fill(&mut sim, b0);
     sim.take_events();
     // A large reply is still owed to it and queued, past the limit...
     wrespond(&mut sim, b1, calls[0].0, Ok(()), &"x".repeat(2 * MAX), 0).0.unwrap();
@@ -1944,12 +1947,7 @@ fn a_worker_past_its_open_requests_is_answered_with_backpressure_until_some_end(
 
 #[test]
 fn a_full_queue_still_takes_what_ends_the_workers_own_work() {
-    const MAX: usize = 1_000;
-    let mut config = front_back(1, 2);
-    config.max_queued_bytes = MAX;
-    let mut sim = up(config);
-    let f = sim.pid_of("front", 0);
-    let (b0, b1) = (sim.pid_of("back", 0), sim.pid_of("back", 1));
+    let (mut sim, f, b0, b1) = limited();
     // b0 asks b1 something (with a callback), and f asks b0 something.
     let (wid, _) = wreq(&mut sim, b0, Target::Pid(b1), "ask", 0, None, 1).0.unwrap();
     let (fid, _) = wreq(&mut sim, f, Target::Pid(b0), "task", 0, Some(Duration::from_secs(1)), 0).0.unwrap();
@@ -1959,11 +1957,7 @@ fn a_full_queue_still_takes_what_ends_the_workers_own_work() {
 
     // Then b0 stops reading, and messages fill its queue to the limit.
     let l0 = link_of(&sim, b0);
-    sim.block_writes(l0, true);
-    let mut filled = 0;
-    while sim.kingpin.send(Target::Pid(b0), NS, "fill", &[7u8; 200], Vec::new()).is_ok() {
-        filled += 1;
-    }
+    let filled = fill(&mut sim, b0);
     // New work is refused...
     assert_eq!(kreq(&mut sim, Target::Pid(b0), "k", 0, None, 0).0, Err(SendError::Backpressure));
     // ...but what ends b0's own work still goes in: b1 invokes the
