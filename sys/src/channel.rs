@@ -5,7 +5,8 @@ use nix::sys::socket::{self, AddressFamily, ControlMessage, MsgFlags, SockFlag, 
 use std::io::{self, IoSlice};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
-/// Most fds one receive accepts; matches the protocol's per-frame cap.
+/// Most fds one receive accepts: the protocol's cap on the fds one write
+/// may carry (`mob_proto::frame::MAX_FDS_PER_WRITE`).
 pub const MAX_FDS_PER_READ: usize = 32;
 
 /// The send buffer asked for on each end of a [`socketpair`] (the kernel
