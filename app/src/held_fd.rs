@@ -1,5 +1,6 @@
 //! [`HeldFd`]: an fd a kingpin holds for a frame until it is sent.
 
+use mob_proto::{FdHandle, FdTable};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::Arc;
@@ -33,6 +34,18 @@ pub enum HeldFd {
 }
 
 impl HeldFd {
+    /// Registers `fds` in `table`, each held by its frame alone (closed once
+    /// it has left): their handles, in order.
+    pub fn hold(table: &mut FdTable<HeldFd>, fds: Vec<OwnedFd>) -> Vec<FdHandle> {
+        fds.into_iter().map(|fd| table.insert(HeldFd::Own(fd))).collect()
+    }
+
+    /// Registers a reference to each of `fds` in `table` (the application
+    /// keeps them): their handles, in order.
+    pub fn share(table: &mut FdTable<HeldFd>, fds: &[Arc<OwnedFd>]) -> Vec<FdHandle> {
+        fds.iter().map(|fd| table.insert(HeldFd::Shared(fd.clone()))).collect()
+    }
+
     /// An fd of its own, for an application that is handed it: the fd
     /// itself, or a duplicate of a shared one (still held elsewhere).
     pub fn into_owned(self) -> io::Result<OwnedFd> {

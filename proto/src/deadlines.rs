@@ -29,8 +29,7 @@ impl<T> Deadlines<T> {
         self.entries.len()
     }
 
-    /// Adds (or replaces) entry `id`.
-    /// Adds `id`, or replaces it (returning what it held).
+    /// Adds entry `id`, or replaces it (returning what it held).
     pub(crate) fn insert(&mut self, id: u64, deadline: Instant, value: T) -> Option<T> {
         let replaced = self.entries.insert(id, (deadline, value));
         if deadline != Instant::MAX {

@@ -942,22 +942,20 @@ fn a_hello_from_a_worker_drained_while_starting_is_not_welcomed() {
     use mob_proto::{Event, Kingpin, Output};
     let now = Instant::ZERO;
     let mut k = Kingpin::new(KingpinConfig::new("app").role("back", 1));
-    let spawn = std::iter::from_fn(|| k.poll_output())
-        .find_map(|o| match o {
-            Output::Spawn(s) => Some(s),
-            _ => None,
-        })
-        .expect("a spawn");
+    let next_spawn = |k: &mut Kingpin| {
+        std::iter::from_fn(|| k.poll_output())
+            .find_map(|o| match o {
+                Output::Spawn(s) => Some(s),
+                _ => None,
+            })
+            .expect("a spawn")
+    };
+    let spawn = next_spawn(&mut k);
     k.handle_spawned(spawn.link, 500, now);
     // Grow, then shrink before the new worker said hello: the new slot is
     // drained while its worker is starting, so it is killed.
     k.resize("back", 2, now);
-    let second = std::iter::from_fn(|| k.poll_output())
-        .find_map(|o| match o {
-            Output::Spawn(s) => Some(s),
-            _ => None,
-        })
-        .expect("a second spawn");
+    let second = next_spawn(&mut k);
     k.handle_spawned(second.link, 501, now);
     while k.poll_output().is_some() {}
     k.resize("back", 1, now);

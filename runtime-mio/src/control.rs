@@ -78,10 +78,11 @@ impl Control {
                     return;
                 }
             };
-            // The server's limit is far below the token range's.
             if !mob_app::control::check(&stream, self.uid, self.file.path()) {
                 continue;
             }
+            // The server's limit on connections is far below the token
+            // range's (MAX_CONNS).
             let Some(id) = mob_app::control::open(&mut self.server) else { continue };
             let entry = self.conns.vacant_entry();
             let token = Token(FIRST_CONN + entry.key());

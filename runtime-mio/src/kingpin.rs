@@ -173,8 +173,7 @@ impl Kingpin {
         payload: &[u8],
         fds: Vec<OwnedFd>,
     ) -> Result<(), Error> {
-        let handles =
-            if fds.is_empty() { Vec::new() } else { fds.into_iter().map(|fd| self.fds.insert(fd.into())).collect() };
+        let handles = HeldFd::hold(&mut self.fds, fds);
         self.send_held(to, ns, name, payload, handles)
     }
 
@@ -203,7 +202,7 @@ impl Kingpin {
         payload: &[u8],
         fds: &[Arc<OwnedFd>],
     ) -> Result<(), Error> {
-        let handles = fds.iter().map(|fd| self.fds.insert(HeldFd::Shared(fd.clone()))).collect();
+        let handles = HeldFd::share(&mut self.fds, fds);
         self.send_held(to, ns, name, payload, handles)
     }
 
@@ -672,7 +671,7 @@ pub type JobBuilder<'a> = mob_app::JobBuilder<'a, Kingpin>;
 impl JobQueue for Kingpin {
     fn queue_job(&mut self, job: JobSpec, done: JobDone<Self>) -> Result<u64, Error> {
         let JobSpec { role, payload, fds, options } = job;
-        let handles = fds.into_iter().map(|fd| self.fds.insert(fd.into())).collect();
+        let handles = HeldFd::hold(&mut self.fds, fds);
         let id = self.proto.enqueue(&role, &payload, handles, options, self.clock.now());
         self.flush_due();
         let id = id?;
@@ -684,7 +683,7 @@ impl JobQueue for Kingpin {
 impl RequestLoop for Kingpin {
     fn begin(&mut self, spec: Spec, callbacks: Vec<CallbackFn<Self>>, done: Done<Self>) -> Result<u64, Error> {
         let Spec { to, ns, name, payload, fds, timeout } = spec;
-        let handles = fds.into_iter().map(|fd| self.fds.insert(fd.into())).collect();
+        let handles = HeldFd::hold(&mut self.fds, fds);
         let now = self.clock.now();
         let proto = &mut self.proto;
         let id = self

@@ -12,7 +12,7 @@ use mob_app::{Answer, Callback, CallbackFn, Clock, Completions, Done, Reply, Req
 use mob_proto::frame::Transmit;
 use mob_proto::wire::{DEFAULT_NAMESPACE, RPC_NAMESPACE};
 use mob_proto::{
-    CloseReason, Failure, FdHandle, FdTable, Source, Target, Worker, WorkerConfig, WorkerEvent, WorkerOutput,
+    CloseReason, FLUSH_AT, Failure, FdHandle, FdTable, Source, Target, Worker, WorkerConfig, WorkerEvent, WorkerOutput,
 };
 use serde::Serialize;
 use std::os::fd::OwnedFd;
@@ -117,9 +117,6 @@ pub struct Mobster {
 
 /// How often a worker reports its memory and load to the kingpin.
 const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
-/// Answers queued by handlers that are written before the next handler
-/// runs (below it, they wait for the end of the pump, to leave together).
-const FLUSH_AT: usize = 64 * 1024;
 
 /// The application's confirmation that it has cleaned up after a stop
 /// request: call [`StopDone::confirm`], or drop it.
@@ -507,7 +504,8 @@ impl Mobster {
     /// are quiet.
     ///
     /// The handlers' answers leave here, in one write for all of them
-    /// (unless [`FLUSH_AT`] bytes piled up).
+    /// (unless [`FLUSH_AT`] bytes piled up: then before the next handler
+    /// runs).
     fn pump(&mut self) {
         loop {
             let mut busy = false;

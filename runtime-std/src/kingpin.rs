@@ -305,7 +305,7 @@ impl Kingpin {
         payload: &[u8],
         fds: Vec<OwnedFd>,
     ) -> Result<(), Error> {
-        let handles = self.insert_fds(fds);
+        let handles = HeldFd::hold(&mut self.fds, fds);
         self.send_held(to, ns, name, payload, handles)
     }
 
@@ -322,7 +322,7 @@ impl Kingpin {
         payload: &[u8],
         fds: &[Arc<OwnedFd>],
     ) -> Result<(), Error> {
-        let handles = fds.iter().map(|fd| self.fds.insert(HeldFd::Shared(fd.clone()))).collect();
+        let handles = HeldFd::share(&mut self.fds, fds);
         self.send_held(to, ns, name, payload, handles)
     }
 
@@ -536,7 +536,7 @@ impl Kingpin {
             Msg::Read { link, bytes, fds } => {
                 let Some(io) = self.links.get(&link) else { return };
                 let credit = io.credit().clone();
-                let handles = self.insert_fds(fds);
+                let handles = HeldFd::hold(&mut self.fds, fds);
                 self.proto.handle_read(link, &bytes, handles, now);
                 credit.give(bytes.len());
             }
@@ -626,8 +626,6 @@ impl Kingpin {
         }
     }
 
-    /// Writes what proto queued for `link`: at once while the socket takes
-    /// it, then through the link's writer thread.
     /// Writes the links whose queue reached [`mob_proto::FLUSH_AT`] while
     /// the application queued: the worker starts on a burst while the rest
     /// of it is queued.
@@ -637,6 +635,8 @@ impl Kingpin {
         }
     }
 
+    /// Writes what proto queued for `link`: at once while the socket takes
+    /// it, then through the link's writer thread.
     fn flush(&mut self, link: LinkId) {
         let Kingpin { links, proto, fds, .. } = self;
         let Some(io) = links.get_mut(&link) else { return };
@@ -691,10 +691,6 @@ impl Kingpin {
     /// already deferred.
     fn defer(&mut self, f: impl FnOnce(&mut Kingpin) + 'static) {
         self.deferred.push_back(Deferred::Call(Box::new(f)));
-    }
-
-    fn insert_fds(&mut self, fds: Vec<OwnedFd>) -> Vec<FdHandle> {
-        fds.into_iter().map(|fd| self.fds.insert(fd.into())).collect()
     }
 
     /// Reaps every child that has ended. Its exit is handled once its link
@@ -852,7 +848,7 @@ fn accept(listener: Listener, role: String, tx: std::sync::mpsc::Sender<Msg>) {
 impl RequestLoop for Kingpin {
     fn begin(&mut self, spec: RequestSpec, callbacks: Vec<CallbackFn<Self>>, done: Done<Self>) -> Result<u64, Error> {
         let RequestSpec { to, ns, name, payload, fds, timeout } = spec;
-        let handles = self.insert_fds(fds);
+        let handles = HeldFd::hold(&mut self.fds, fds);
         let now = self.clock.now();
         let proto = &mut self.proto;
         let id = self
@@ -872,7 +868,7 @@ impl WaitLoop for Kingpin {
 impl JobQueue for Kingpin {
     fn queue_job(&mut self, job: JobSpec, done: JobDone<Self>) -> Result<u64, Error> {
         let JobSpec { role, payload, fds, options } = job;
-        let handles = self.insert_fds(fds);
+        let handles = HeldFd::hold(&mut self.fds, fds);
         let id = self.proto.enqueue(&role, &payload, handles, options, self.clock.now());
         self.flush_due();
         let id = id?;

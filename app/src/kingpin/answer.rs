@@ -11,7 +11,7 @@ use mob_proto::FdTable;
 #[inline]
 pub fn hand_answer(proto: &mut mob_proto::Kingpin, fds: &mut FdTable<HeldFd>, answered: Answered) {
     let Answered { to: Answer::Worker(link, id), kind, payload, fds: given } = answered else { return };
-    let handles = given.into_iter().map(|fd| fds.insert(fd.into())).collect();
+    let handles = HeldFd::hold(fds, given);
     match kind {
         AnswerKind::Respond(result) => {
             let _ = proto.respond(link, id, result, &payload, handles);

@@ -15,6 +15,7 @@ use alloc::vec::Vec;
 /// runtime to write them at once rather than when the turn ends: a burst
 /// the application queues in one go then reaches the worker while the rest
 /// is still being queued, instead of leaving it idle until the burst ends.
+/// A worker runtime uses the same bound for its handlers' answers.
 pub const FLUSH_AT: usize = 64 * 1024;
 
 /// A frame that waits for its link's handshake.
