@@ -189,6 +189,14 @@ pub struct KingpinConfig {
     /// How long a soft kill waits for workers to finish before killing them
     /// (default 10 s).
     pub shutdown_grace: Duration,
+    /// The longest an event loop polls for IO before it sleeps, as
+    /// [`Spin`](crate::Spin) adapts it (default [`Spin::DEFAULT_LIMIT`](crate::Spin::DEFAULT_LIMIT),
+    /// 50 µs; zero: sleep at once). Proto does not poll: a runtime applies
+    /// this to the kingpin's loop and passes it to the workers it starts
+    /// (`mob-mio` does, in `MOB_SPIN_US`). Polling trades CPU time for
+    /// latency: an answer that comes within the window is taken without the
+    /// cost of waking a sleeping process.
+    pub spin: Duration,
 }
 
 impl KingpinConfig {
@@ -208,6 +216,7 @@ impl KingpinConfig {
             on_role_failure: OnRoleFailure::ShutdownApp,
             heartbeat: Some((Duration::from_secs(5), Duration::from_secs(30))),
             shutdown_grace: Duration::from_secs(10),
+            spin: crate::Spin::DEFAULT_LIMIT,
         }
     }
 

@@ -20,6 +20,7 @@
 //!   when.
 //! - [`control`] and [`ControlServer`]: the control protocol an operator's
 //!   tool speaks to a running kingpin (status, resize, reload, stop, kill).
+//! - [`Spin`]: how long an event loop polls for IO before it sleeps.
 //! - [`lines`]: workers' stdout and stderr cut into prefixed lines, with
 //!   bounded memory.
 //!
@@ -106,6 +107,7 @@ pub mod kingpin;
 pub mod lines;
 pub mod notify;
 pub mod requester;
+pub mod spin;
 mod text;
 pub mod time;
 pub mod wire;
@@ -120,6 +122,7 @@ pub use kingpin::{
     Phase, Spawn, WorkerHealth, WorkerInfo, WorkerState,
 };
 pub use requester::{LateCounts, RequestError};
+pub use spin::Spin;
 pub use text::Text;
 pub use time::Instant;
 pub use wire::{Failure, Source, Target};

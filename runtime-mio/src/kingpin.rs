@@ -13,7 +13,9 @@ use mob_app::kingpin::{RoleListener, Translated};
 use mob_app::{BuildNameHasher, CallbackFn, Clock, Completions, Done, HeldFd, JobDone, JobQueue, JobSpec, RequestLoop};
 use mob_proto::frame::Transmit;
 use mob_proto::wire::DEFAULT_NAMESPACE;
-use mob_proto::{FdHandle, FdTable, KingpinConfig, LinkId, Output, Phase, Spawn, Target, WorkerHealth, WorkerInfo};
+use mob_proto::{
+    FdHandle, FdTable, KingpinConfig, LinkId, Output, Phase, Spawn, Spin, Target, WorkerHealth, WorkerInfo,
+};
 use mob_sys::signals::SignalPipe;
 use nix::sys::signal::Signal;
 use serde::Serialize;
@@ -37,6 +39,8 @@ type SignalHandler = Box<dyn FnMut(&mut Kingpin, i32)>;
 pub struct Kingpin {
     proto: mob_proto::Kingpin,
     poll: Poll,
+    /// How long the loop polls before it sleeps (`KingpinConfig::spin`).
+    spin: Spin,
     links: HashMap<LinkId, LinkSock, BuildNameHasher>,
     children: HashMap<u32, Child>,
     fds: FdTable<HeldFd>,
@@ -84,6 +88,7 @@ impl Kingpin {
         mob_sys::process::set_name(&config.app);
         let output = Some(crate::output::Output::open(poll.registry()));
         Ok(Kingpin {
+            spin: Spin::new(config.spin),
             proto: mob_proto::Kingpin::new(config),
             poll,
             links: HashMap::default(),
@@ -365,7 +370,7 @@ impl Kingpin {
             let due = self.proto.poll_timeout();
             let next = due.into_iter().chain(notify_at).min();
             let timeout = next.map(|t| Clock::wait(now, t));
-            if let Err(e) = self.poll.poll(&mut events, timeout)
+            if let Err(e) = crate::wait::wait(&mut self.poll, &mut self.spin, &self.clock, &mut events, timeout)
                 && e.kind() != std::io::ErrorKind::Interrupted
             {
                 return Err(e.into());
@@ -635,8 +640,7 @@ impl Kingpin {
     #[allow(clippy::type_complexity)]
     fn start_process(&self, spawn: &Spawn) -> Result<(Child, UnixStream, Option<crate::output::Pending>), Error> {
         let output = self.output.as_ref().map(|o| o.stdio());
-        let (child, ours, pending) =
-            mob_app::kingpin::start_worker(&self.launch, &self.proto.config().app, spawn, output)?;
+        let (child, ours, pending) = mob_app::kingpin::start_worker(&self.launch, self.proto.config(), spawn, output)?;
         mob_sys::channel::set_nonblocking(&ours, true)?;
         let sock = UnixStream::from_std(std::os::unix::net::UnixStream::from(ours));
         Ok((child, sock, pending))

@@ -59,6 +59,7 @@ use mob_sys::listen;
 mod loop_tx;
 mod mobster;
 mod output;
+mod wait;
 
 pub use app::{App, Entry};
 pub use kingpin::{JobBuilder, Kingpin};

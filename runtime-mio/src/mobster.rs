@@ -12,7 +12,8 @@ use mob_app::{Answer, Callback, CallbackFn, Clock, Completions, Done, Reply, Req
 use mob_proto::frame::Transmit;
 use mob_proto::wire::{DEFAULT_NAMESPACE, RPC_NAMESPACE};
 use mob_proto::{
-    CloseReason, FLUSH_AT, Failure, FdHandle, FdTable, Source, Target, Worker, WorkerConfig, WorkerEvent, WorkerOutput,
+    CloseReason, FLUSH_AT, Failure, FdHandle, FdTable, Source, Spin, Target, Worker, WorkerConfig, WorkerEvent,
+    WorkerOutput,
 };
 use serde::Serialize;
 use std::os::fd::OwnedFd;
@@ -90,6 +91,9 @@ pub struct Mobster {
     started: bool,
     sock: UnixStream,
     poll: Poll,
+    /// How long the loop polls before it sleeps (`MOB_SPIN_US`, or
+    /// [`Mobster::set_spin`]).
+    spin: Spin,
     fds: FdTable<OwnedFd>,
     messages: Handlers<MessageHandler>,
     requests: Handlers<RequestHandler>,
@@ -167,6 +171,7 @@ impl Mobster {
             proto: Worker::new(config.clone()),
             config,
             started: false,
+            spin: Spin::new(env.spin.unwrap_or(Spin::DEFAULT_LIMIT)),
             env,
             sock,
             poll,
@@ -190,6 +195,23 @@ impl Mobster {
             write_interest: false,
             woken: true,
         })
+    }
+
+    /// Sets the longest this worker's loop polls for IO before it sleeps
+    /// (see [`Spin`]; zero: it sleeps at once). The default is what the
+    /// kingpin's `KingpinConfig::spin` says (passed in `MOB_SPIN_US`), or
+    /// [`Spin::DEFAULT_LIMIT`]. Polling answers a quick message without
+    /// the cost of waking a sleeping process, for some CPU time; the window
+    /// shrinks by itself when messages come further apart than the limit.
+    ///
+    /// ```no_run
+    /// # fn entry(mut mob: mob_mio::Mobster) -> Result<(), mob_mio::Error> {
+    /// mob.set_spin(std::time::Duration::ZERO); // a background worker: never poll
+    /// mob.run()
+    /// # }
+    /// ```
+    pub fn set_spin(&mut self, limit: Duration) {
+        self.spin = Spin::new(limit);
     }
 
     /// This worker's role.
@@ -428,7 +450,7 @@ impl Mobster {
             let next = due.map_or(self.next_health, |t| t.min(self.next_health));
             let timeout = Some(Clock::wait(now, next));
             let mut events = std::mem::replace(&mut self.events, Events::with_capacity(0));
-            if let Err(e) = self.poll.poll(&mut events, timeout)
+            if let Err(e) = crate::wait::wait(&mut self.poll, &mut self.spin, &self.clock, &mut events, timeout)
                 && e.kind() != std::io::ErrorKind::Interrupted
             {
                 return Err(e.into());

@@ -772,8 +772,7 @@ impl Kingpin {
     #[allow(clippy::type_complexity)]
     fn start_process(&self, spawn: &Spawn) -> Result<(Child, OwnedFd, Option<crate::output::Pending>), Error> {
         let output = self.output.as_ref().map(|o| o.stdio());
-        let (child, ours, pending) =
-            mob_app::kingpin::start_worker(&self.launch, &self.proto.config().app, spawn, output)?;
+        let (child, ours, pending) = mob_app::kingpin::start_worker(&self.launch, self.proto.config(), spawn, output)?;
         Ok((child, ours, pending))
     }
 

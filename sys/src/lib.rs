@@ -50,3 +50,6 @@ pub const ENV_ROLE: &str = "MOB_ROLE";
 pub const ENV_SLOT: &str = "MOB_SLOT";
 /// Environment variable: the application's name.
 pub const ENV_APP: &str = "MOB_APP";
+/// Environment variable: the longest a worker's event loop polls for IO
+/// before it sleeps, in microseconds (the kingpin's `KingpinConfig::spin`).
+pub const ENV_SPIN_US: &str = "MOB_SPIN_US";

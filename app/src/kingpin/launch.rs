@@ -2,7 +2,7 @@
 //! environment that tells it who it is.
 
 use crate::Error;
-use mob_proto::Spawn;
+use mob_proto::{KingpinConfig, Spawn};
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::os::fd::OwnedFd;
@@ -28,14 +28,15 @@ pub enum Launch {
 
 /// Starts the worker `spawn` asks for, as `launch` says for its role (a
 /// re-execution of this program for roles missing from it), titled
-/// `APP: ROLE#SLOT` and told who it is in `MOB_*` variables. Its stdout and
+/// `APP: ROLE#SLOT` and told who it is (and how long its loop may poll,
+/// `config.spin`) in `MOB_*` variables. Its stdout and
 /// stderr are the first two of `output` (the write ends of the kingpin's
 /// prefixing pipes, with what the runtime keeps of them, `P`), or the
 /// kingpin's own if `None`. Returns the child, the kingpin's end of its
 /// channel (blocking) and the runtime's `P`.
 pub fn start_worker<P>(
     launch: &HashMap<String, Launch>,
-    app: &str,
+    config: &KingpinConfig,
     spawn: &Spawn,
     output: Option<std::io::Result<(Stdio, Stdio, P)>>,
 ) -> Result<(Child, OwnedFd, Option<P>), Error> {
@@ -51,11 +52,13 @@ pub fn start_worker<P>(
             cmd
         }
     };
+    let app = &config.app;
     cmd.arg0(format!("{app}: {}#{}", spawn.role, spawn.slot))
         .env(mob_sys::ENV_ROLE, &*spawn.role)
         .env(mob_sys::ENV_SLOT, spawn.slot.to_string())
         .env(mob_sys::ENV_APP, app)
         .env(mob_sys::ENV_FD, mob_sys::CHANNEL_FD.to_string())
+        .env(mob_sys::ENV_SPIN_US, config.spin.as_micros().to_string())
         .stdin(Stdio::null());
     let pending = match output.transpose()? {
         Some((out, err, pending)) => {

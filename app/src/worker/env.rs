@@ -2,9 +2,10 @@
 //! kingpin left it.
 
 use crate::Error;
-use mob_sys::{CHANNEL_FD, ENV_APP, ENV_FD, ENV_ROLE, ENV_SLOT};
+use mob_sys::{CHANNEL_FD, ENV_APP, ENV_FD, ENV_ROLE, ENV_SLOT, ENV_SPIN_US};
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 /// Whether this process has taken its channel from the environment.
 static CHANNEL_TAKEN: AtomicBool = AtomicBool::new(false);
@@ -20,17 +21,21 @@ pub struct WorkerEnv {
     pub slot: u32,
     /// The fd of the channel to the kingpin.
     pub fd: i32,
+    /// The longest this worker's event loop should poll for IO before it
+    /// sleeps (`MOB_SPIN_US`; `None`: the runtime's default).
+    pub spin: Option<Duration>,
 }
 
 impl WorkerEnv {
-    /// Reads `MOB_ROLE`, `MOB_SLOT`, `MOB_APP` and `MOB_FD`; `None` if this
+    /// Reads `MOB_ROLE`, `MOB_SLOT`, `MOB_APP`, `MOB_FD` and `MOB_SPIN_US`; `None` if this
     /// process was not started by a kingpin.
     pub fn from_env() -> Option<WorkerEnv> {
         let role = std::env::var(ENV_ROLE).ok()?;
         let slot = std::env::var(ENV_SLOT).ok()?.parse().ok()?;
         let app = std::env::var(ENV_APP).unwrap_or_default();
         let fd = std::env::var(ENV_FD).ok().and_then(|f| f.parse().ok()).unwrap_or(CHANNEL_FD);
-        Some(WorkerEnv { app, role, slot, fd })
+        let spin = std::env::var(ENV_SPIN_US).ok().and_then(|s| s.parse().ok()).map(Duration::from_micros);
+        Some(WorkerEnv { app, role, slot, fd, spin })
     }
 
     /// Reads the environment and takes ownership of the channel the kingpin

@@ -46,7 +46,8 @@
 //! `MOB_TEST_CONTINUE=1` keeps the app running when a role fails;
 //! `MOB_TEST_GRACE_MS` sets the soft-kill grace, `MOB_TEST_MAX_RESTARTS` the
 //! restart intensity, `MOB_TEST_NO_BACKOFF` removes the restart backoff,
-//! `MOB_TEST_HEARTBEAT_MS=EVERY,TIMEOUT` turns heartbeats on.
+//! `MOB_TEST_HEARTBEAT_MS=EVERY,TIMEOUT` turns heartbeats on,
+//! `MOB_TEST_SPIN_US` sets how long event loops may poll before they sleep.
 //! `MOB_TEST_SUBREAPER=1` makes the kingpin a subreaper, and it prints
 //! `orphan _ 0 PID STATUS` for each orphan it reaps;
 //! `MOB_TEST_LISTEN=ROLE=NAME` has ROLE listen on the socket systemd passed
@@ -115,6 +116,9 @@ pub fn configure(c: &mut KingpinConfig) {
     }
     if let Some(ms) = std::env::var("MOB_TEST_GRACE_MS").ok().and_then(|v| v.parse().ok()) {
         c.shutdown_grace = Duration::from_millis(ms);
+    }
+    if let Some(us) = std::env::var("MOB_TEST_SPIN_US").ok().and_then(|v| v.parse().ok()) {
+        c.spin = Duration::from_micros(us);
     }
     if let Some((every, timeout)) = std::env::var("MOB_TEST_HEARTBEAT_MS").ok().and_then(|v| {
         let (a, b) = v.split_once(',')?;
