@@ -14,9 +14,10 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// The application that runs workload `name`.
+/// The application that runs workload `name` (with `KingpinConfig::spin`
+/// from `MOB_BENCH_SPIN_US`, in microseconds, if set).
 pub(super) fn workload(name: &str, sizes: Sizes) -> Option<App> {
-    Some(match name {
+    let app = match name {
         "rtt" => rtt(sizes.rtt),
         "routed_rtt" => routed_rtt(sizes.routed),
         "oneway" => stream(false, sizes.oneway),
@@ -25,7 +26,9 @@ pub(super) fn workload(name: &str, sizes: Sizes) -> Option<App> {
         "kingpin_rss_64" => rss_64(),
         "kingpin_rss_flat" => rss_flat(sizes.flat),
         _ => return None,
-    })
+    };
+    let spin = std::env::var("MOB_BENCH_SPIN_US").ok().and_then(|s| s.parse().ok()).map(Duration::from_micros);
+    Some(app.configure(|config| config.spin = spin.unwrap_or(config.spin)))
 }
 
 /// Prints one result line.

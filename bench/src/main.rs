@@ -149,6 +149,7 @@ fn run_child(name: &str, runtime: &str, quick: bool) -> bool {
     if quick {
         cmd.arg("quick");
     }
+    let cpu_before = family_cpu();
     let mut child = match cmd.spawn() {
         Ok(child) => child,
         Err(e) => {
@@ -180,9 +181,10 @@ fn run_child(name: &str, runtime: &str, quick: bool) -> bool {
         }
     };
     let out = reader.join().unwrap_or_default();
+    let cpu = family_cpu().saturating_sub(cpu_before);
     let mut lines = 0;
     for line in out.lines().filter(|l| l.starts_with('{')) {
-        println!("{line}");
+        println!("{}", with_cpu(line, cpu));
         lines += 1;
     }
     match status {
@@ -192,6 +194,34 @@ fn run_child(name: &str, runtime: &str, quick: bool) -> bool {
             false
         }
         None => false,
+    }
+}
+
+/// CPU time (user and system) used so far by this process's children that
+/// have ended and been waited for, and by their own such children: a
+/// workload's kingpin and its workers, once the kingpin has ended.
+fn family_cpu() -> Duration {
+    use nix::sys::resource::{UsageWho, getrusage};
+    getrusage(UsageWho::RUSAGE_CHILDREN).map_or(Duration::ZERO, |u| {
+        let us = |t: nix::sys::time::TimeVal| Duration::new(t.tv_sec() as u64, t.tv_usec() as u32 * 1000);
+        us(u.user_time()) + us(u.system_time())
+    })
+}
+
+/// A workload's result line with `cpu_us_per_op` added: the CPU time its
+/// whole process family used (kingpin and workers, start to end, user and
+/// system), over its `n`. Lines without `n` (the memory figures) are left
+/// as they are.
+fn with_cpu(line: &str, cpu: Duration) -> String {
+    let n = line
+        .split("\"n\":")
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next().and_then(|d| d.parse::<u64>().ok()));
+    match (n, line.strip_suffix('}')) {
+        (Some(n), Some(open)) if n > 0 && !line.contains("kingpin_rss") => {
+            format!("{open},\"cpu_us_per_op\":{:.2}}}", cpu.as_secs_f64() * 1e6 / n as f64)
+        }
+        _ => line.to_string(),
     }
 }
 
