@@ -193,7 +193,8 @@ pub struct KingpinConfig {
     /// [`Spin`](crate::Spin) adapts it (default [`Spin::DEFAULT_LIMIT`](crate::Spin::DEFAULT_LIMIT),
     /// 50 µs; zero: sleep at once). Proto does not poll: a runtime applies
     /// this to the kingpin's loop and passes it to the workers it starts
-    /// (`mob-mio` does, in `MOB_SPIN_US`). Polling trades CPU time for
+    /// (`mob-mio` does, in `MOB_SPIN_US`; `mob-std`, whose threads block in
+    /// their reads, passes it on and does not poll). Polling trades CPU time for
     /// latency: an answer that comes within the window is taken without the
     /// cost of waking a sleeping process.
     pub spin: Duration,
