@@ -15,28 +15,61 @@
 //! - a wait longer than the limit halves it (to zero below
 //!   [`Spin::START`]): nothing comes that soon, so the loop sleeps at once.
 //!
+//! Polling only pays while a CPU is free. When other tasks want the CPU, a
+//! loop that polls (and yields between polls, as the runtime does) may give
+//! its CPU away for a whole time slice, a millisecond or more; and one that
+//! has used more than its share of the CPU polling is woken later than a
+//! sleeper would be (the scheduler lets the task on the CPU finish its
+//! slice first). So polling stops altogether for a while when either shows:
+//! a round of polling took longer than [`Spin::PREEMPTED`], or, in the
+//! kernel's figures for the loop's thread that the runtime passes on every
+//! [`Spin::SAMPLE_EVERY`] (Linux's `/proc/thread-self/schedstat`), the
+//! thread spent more than a twentieth of the time waiting for a CPU, on
+//! average longer than [`Spin::CPU_WAIT`] each time it was given one. It stops for [`Spin::COOLDOWN`] at first, doubling while
+//! each new try meets the same, up to [`Spin::MAX_COOLDOWN`]; a sampling
+//! period in which the loop polled and did not sets the cooldown back. On
+//! a machine kept busy by others a loop therefore sleeps at once, as if it
+//! never polled, but for a few milliseconds every couple of seconds. Short
+//! waits for a CPU, as when this loop yields to a peer process that
+//! answers in a few microseconds, do not stop it. (Measured on a 2-CPU
+//! virtual machine: a request routed through the kingpin, three processes
+//! polling on two CPUs, waits 4–6 µs a run; a loop sharing its CPU with a
+//! busy task waits 18–35 µs a run even when it never polls, milliseconds
+//! when it does.)
+//!
 //! A loop that sees steady quick traffic keeps polling; an idle one, or one
 //! whose traffic comes further apart than the limit, stops after a few
 //! waits. `Spin` only decides; the runtime polls (without blocking, yielding
 //! the CPU between polls to any other task that wants it) and tells it how
-//! long each wait lasted.
+//! long each wait lasted and when it lost the CPU.
 //!
 //! ```
 //! use core::time::Duration;
-//! use mob_proto::Spin;
+//! use mob_proto::{Instant, Spin};
 //!
-//! let mut spin = Spin::new(Duration::from_micros(50));
-//! assert_eq!(spin.poll_window(), Duration::ZERO); // no reason to poll yet
-//! spin.handle_wait(Duration::from_micros(8)); // an answer came soon after sleeping
-//! assert_eq!(spin.poll_window(), Spin::START);
-//! spin.handle_wait(Duration::from_micros(15));
-//! assert_eq!(spin.poll_window(), Duration::from_micros(20));
-//! spin.handle_wait(Duration::from_secs(1)); // then a long quiet
-//! assert_eq!(spin.poll_window(), Spin::START);
-//! spin.handle_wait(Duration::from_secs(1));
-//! assert_eq!(spin.poll_window(), Duration::ZERO);
+//! let t0 = Instant::ZERO;
+//! let us = Duration::from_micros;
+//! let mut spin = Spin::new(us(50));
+//! assert_eq!(spin.poll_window(t0), Duration::ZERO); // no reason to poll yet
+//! spin.handle_wait(t0, t0 + us(8)); // an answer came soon after sleeping
+//! assert_eq!(spin.poll_window(t0), Spin::START);
+//! spin.handle_wait(t0, t0 + us(15));
+//! assert_eq!(spin.poll_window(t0), us(20));
+//! spin.handle_wait(t0, t0 + Duration::from_secs(1)); // then a long quiet
+//! assert_eq!(spin.poll_window(t0), Spin::START);
+//! spin.handle_wait(t0, t0 + Duration::from_secs(1));
+//! assert_eq!(spin.poll_window(t0), Duration::ZERO);
+//!
+//! // Traffic again, on a machine others keep busy:
+//! spin.handle_wait(t0, t0 + us(8));
+//! spin.handle_preempted(t0); // a round of polling lost the CPU (or the thread waited for one)
+//! assert_eq!(spin.poll_window(t0 + Spin::COOLDOWN / 2), Duration::ZERO);
+//! let later = t0 + Spin::COOLDOWN;
+//! spin.handle_wait(later, later + us(8)); // after the cooldown it may try again
+//! assert_eq!(spin.poll_window(later), Spin::START);
 //! ```
 
+use crate::Instant;
 use core::time::Duration;
 
 /// An adaptive polling window (see the [module docs](self)).
@@ -46,6 +79,15 @@ pub struct Spin {
     limit: Duration,
     /// How long the next wait polls before it sleeps.
     window: Duration,
+    /// No polling before this: the last try lost the CPU.
+    hold_until: Instant,
+    /// How long the next loss of the CPU stops polling for.
+    cooldown: Duration,
+    /// The last figures of the thread's waits for a CPU: when, how long in
+    /// all, how many runs.
+    sampled: Option<(Instant, Duration, u64)>,
+    /// Whether the loop polled since then.
+    polled: bool,
 }
 
 impl Spin {
@@ -56,10 +98,37 @@ impl Spin {
     /// kingpin takes on a busy machine when neither side sleeps.
     pub const DEFAULT_LIMIT: Duration = Duration::from_micros(50);
 
+    /// One round of polling (a poll that does not block, then a yield)
+    /// that takes longer than this lost the CPU to another task: a round
+    /// takes a microsecond or two, a peer handling a message a few more,
+    /// another task's time slice a millisecond or more.
+    pub const PREEMPTED: Duration = Duration::from_micros(100);
+
+    /// How long polling stops after the CPU was lost the first time.
+    pub const COOLDOWN: Duration = Duration::from_millis(50);
+
+    /// The longest polling stops for.
+    pub const MAX_COOLDOWN: Duration = Duration::from_secs(2);
+
+    /// A thread that waits longer than this on average for a CPU each time
+    /// it is given one shares its CPUs with busy tasks.
+    pub const CPU_WAIT: Duration = Duration::from_micros(12);
+
+    /// How often the runtime passes on its thread's figures
+    /// ([`Spin::handle_cpu_waits`]).
+    pub const SAMPLE_EVERY: Duration = Duration::from_millis(10);
+
     /// A window that starts at zero and grows up to `limit`
     /// (`Duration::ZERO`: never poll).
     pub const fn new(limit: Duration) -> Spin {
-        Spin { limit, window: Duration::ZERO }
+        Spin {
+            limit,
+            window: Duration::ZERO,
+            hold_until: Instant::ZERO,
+            cooldown: Spin::COOLDOWN,
+            sampled: None,
+            polled: false,
+        }
     }
 
     /// The limit the window grows to.
@@ -67,15 +136,20 @@ impl Spin {
         self.limit
     }
 
-    /// How long the next wait should poll before it sleeps (zero: sleep at
-    /// once).
-    pub const fn poll_window(&self) -> Duration {
-        self.window
+    /// How long a wait that starts at `now` should poll before it sleeps
+    /// (zero: sleep at once).
+    pub fn poll_window(&self, now: Instant) -> Duration {
+        if now < self.hold_until { Duration::ZERO } else { self.window }
     }
 
-    /// The last wait lasted `waited`, polling included, until IO or a
-    /// timer ended it.
-    pub fn handle_wait(&mut self, waited: Duration) {
+    /// The last wait began at `start` and ended at `end`, when IO or a
+    /// timer ended it. Waits that begin during a cooldown do not count.
+    pub fn handle_wait(&mut self, start: Instant, end: Instant) {
+        if start < self.hold_until {
+            return;
+        }
+        self.polled |= !self.window.is_zero();
+        let waited = end.saturating_duration_since(start);
         if waited <= self.window {
             return;
         }
@@ -85,6 +159,45 @@ impl Spin {
         } else {
             self.window = self.window.saturating_mul(2).max(Spin::START).min(self.limit);
         }
+    }
+
+    /// Whether the runtime should pass on its thread's figures now: the
+    /// first time, then every [`Spin::SAMPLE_EVERY`]. Never if polling is
+    /// off.
+    pub fn wants_cpu_waits(&self, now: Instant) -> bool {
+        !self.limit.is_zero()
+            && self.sampled.is_none_or(|(at, ..)| now.saturating_duration_since(at) >= Spin::SAMPLE_EVERY)
+    }
+
+    /// The kernel's figures for the loop's thread at `now`: how long it has
+    /// waited, runnable, for a CPU, and how many times it was given one,
+    /// both since it started. Waits that add up to more than a twentieth
+    /// of the time since the last figures and average more than
+    /// [`Spin::CPU_WAIT`] a run stop polling, as
+    /// [`Spin::handle_preempted`] does; a period in which the loop polled
+    /// and its waits were short sets the cooldown back.
+    pub fn handle_cpu_waits(&mut self, now: Instant, waited: Duration, runs: u64) {
+        if let Some((at, waited_before, runs_before)) = self.sampled {
+            let runs_since = runs.saturating_sub(runs_before);
+            let waited_since = waited.saturating_sub(waited_before);
+            let long = waited_since > now.saturating_duration_since(at) / 20;
+            if long && runs_since > 0 && waited_since / u32::try_from(runs_since).unwrap_or(u32::MAX) > Spin::CPU_WAIT {
+                self.handle_preempted(now);
+            } else if self.polled {
+                self.cooldown = Spin::COOLDOWN;
+            }
+        }
+        self.sampled = Some((now, waited, runs));
+        self.polled = false;
+    }
+
+    /// A round of polling that ended at `now` took longer than
+    /// [`Spin::PREEMPTED`]: other tasks want the CPU. No polling for the
+    /// cooldown, which doubles for the next time.
+    pub fn handle_preempted(&mut self, now: Instant) {
+        self.window = Duration::ZERO;
+        self.hold_until = now + self.cooldown;
+        self.cooldown = self.cooldown.saturating_mul(2).min(Spin::MAX_COOLDOWN);
     }
 }
 
@@ -104,23 +217,30 @@ mod tests {
         Duration::from_micros(n)
     }
 
+    const T0: Instant = Instant::ZERO;
+
+    /// A wait of `waited` µs starting at `T0`.
+    fn wait(spin: &mut Spin, waited: u64) {
+        spin.handle_wait(T0, T0 + us(waited));
+    }
+
     #[test]
     fn quick_waits_grow_the_window_to_the_limit_and_keep_it() {
         let mut spin = Spin::new(us(50));
         for (waited, window) in [(30, 10), (30, 20), (30, 40), (45, 50), (45, 50), (3, 50)] {
-            spin.handle_wait(us(waited));
-            assert_eq!(spin.poll_window(), us(window), "after a wait of {waited} µs");
+            wait(&mut spin, waited);
+            assert_eq!(spin.poll_window(T0), us(window), "after a wait of {waited} µs");
         }
     }
 
     #[test]
     fn long_waits_shrink_the_window_to_zero() {
         let mut spin = Spin::new(us(50));
-        (0..4).for_each(|_| spin.handle_wait(us(45)));
-        assert_eq!(spin.poll_window(), us(50));
+        (0..4).for_each(|_| wait(&mut spin, 45));
+        assert_eq!(spin.poll_window(T0), us(50));
         for window in [25_000, 12_500, 0, 0] {
-            spin.handle_wait(Duration::from_millis(5));
-            assert_eq!(spin.poll_window(), Duration::from_nanos(window));
+            wait(&mut spin, 5_000);
+            assert_eq!(spin.poll_window(T0), Duration::from_nanos(window));
         }
     }
 
@@ -128,33 +248,109 @@ mod tests {
     fn a_zero_limit_never_polls() {
         let mut spin = Spin::new(Duration::ZERO);
         for waited in [0, 1, 10, 1_000_000] {
-            spin.handle_wait(us(waited));
-            assert_eq!(spin.poll_window(), Duration::ZERO);
+            wait(&mut spin, waited);
+            assert_eq!(spin.poll_window(T0), Duration::ZERO);
         }
     }
 
     #[test]
     fn a_limit_below_the_first_step_is_the_window() {
         let mut spin = Spin::new(us(4));
-        spin.handle_wait(us(3));
-        assert_eq!(spin.poll_window(), us(4));
-        spin.handle_wait(us(5));
-        assert_eq!(spin.poll_window(), Duration::ZERO);
+        wait(&mut spin, 3);
+        assert_eq!(spin.poll_window(T0), us(4));
+        wait(&mut spin, 5);
+        assert_eq!(spin.poll_window(T0), Duration::ZERO);
+    }
+
+    #[test]
+    fn losing_the_cpu_stops_polling_for_a_cooldown_that_doubles_until_a_try_keeps_it() {
+        let mut spin = Spin::new(us(50));
+        wait(&mut spin, 30);
+        let mut now = T0;
+        for cooldown in [50, 100, 200, 400, 800, 1600, 2000, 2000] {
+            spin.handle_preempted(now);
+            // Traffic goes on, sleeping at once; its waits do not count.
+            spin.handle_wait(now, now + us(5));
+            let cooldown = Duration::from_millis(cooldown);
+            assert_eq!(spin.poll_window(now + cooldown - us(1)), Duration::ZERO);
+            now = now + cooldown;
+            assert_eq!(spin.poll_window(now), Duration::ZERO);
+            spin.handle_wait(now, now + us(30));
+            assert_eq!(spin.poll_window(now), Spin::START, "tried again after {cooldown:?}");
+        }
+        // A period of polling without long waits for a CPU: the next loss
+        // holds for the first cooldown again.
+        spin.handle_cpu_waits(now, us(0), 0);
+        spin.handle_wait(now, now + us(5));
+        let later = now + Spin::SAMPLE_EVERY;
+        spin.handle_cpu_waits(later, us(300), 100);
+        spin.handle_preempted(later);
+        assert_eq!(spin.poll_window(later + Spin::COOLDOWN - us(1)), Duration::ZERO);
+        spin.handle_wait(later + Spin::COOLDOWN, later + Spin::COOLDOWN + us(30));
+        assert_eq!(spin.poll_window(later + Spin::COOLDOWN), Spin::START);
+    }
+
+    #[test]
+    fn long_waits_for_a_cpu_stop_polling_and_short_ones_do_not() {
+        let mut spin = Spin::new(us(50));
+        let mut now = T0;
+        assert!(spin.wants_cpu_waits(now));
+        spin.handle_cpu_waits(now, us(1_000), 10);
+        assert!(!spin.wants_cpu_waits(now + Spin::SAMPLE_EVERY - us(1)));
+        wait(&mut spin, 30);
+        // Yielding to peers that answer in microseconds: 6 µs a run.
+        now = now + Spin::SAMPLE_EVERY;
+        assert!(spin.wants_cpu_waits(now));
+        spin.handle_cpu_waits(now, us(1_000 + 6 * 300), 310);
+        assert_eq!(spin.poll_window(now), Spin::START);
+        // Sharing a CPU with busy tasks: 30 µs a run on average.
+        now = now + Spin::SAMPLE_EVERY;
+        spin.handle_cpu_waits(now, us(2_800 + 30 * 100), 410);
+        assert_eq!(spin.poll_window(now), Duration::ZERO);
+        assert_eq!(spin.poll_window(now + Spin::COOLDOWN - us(1)), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_few_long_waits_in_a_long_while_do_not_stop_polling() {
+        let mut spin = Spin::new(us(50));
+        spin.handle_cpu_waits(T0, us(0), 0);
+        wait(&mut spin, 30);
+        // 80 µs in 10 ms, over 5 runs (an interrupt, a kernel thread): 16 µs a run.
+        spin.handle_cpu_waits(T0 + Spin::SAMPLE_EVERY, us(80), 5);
+        assert_eq!(spin.poll_window(T0 + Spin::SAMPLE_EVERY), Spin::START);
+    }
+
+    #[test]
+    fn with_polling_off_no_figures_are_asked_for() {
+        let spin = Spin::new(Duration::ZERO);
+        assert!(!spin.wants_cpu_waits(T0));
     }
 
     proptest! {
-        /// Whatever the waits, the window stays within the limit, and a
-        /// wait past the limit never grows it.
+        /// Whatever the waits and losses, the window stays within the
+        /// limit, a wait past the limit never grows it, and no polling is
+        /// offered during a cooldown.
         #[test]
-        fn the_window_stays_within_its_limit(limit in prop_oneof![0u64..200, Just(u64::MAX)], waits in proptest::collection::vec(0u64..400, 0..64)) {
+        fn the_window_stays_within_its_limit(
+            limit in prop_oneof![0u64..200, Just(u64::MAX)],
+            steps in proptest::collection::vec((0u64..400, any::<bool>()), 0..64),
+        ) {
             let mut spin = Spin::new(us(limit));
-            for waited in waits {
-                let before = spin.poll_window();
-                spin.handle_wait(us(waited));
-                prop_assert!(spin.poll_window() <= us(limit));
-                if waited > limit {
-                    prop_assert!(spin.poll_window() <= before);
+            let mut now = T0;
+            for (waited, preempted) in steps {
+                if preempted {
+                    spin.handle_preempted(now);
+                    prop_assert_eq!(spin.poll_window(now), Duration::ZERO);
+                    prop_assert_eq!(spin.poll_window(now + Spin::COOLDOWN - us(1)), Duration::ZERO);
                 }
+                let before = spin.poll_window(now);
+                let end = now + us(waited);
+                spin.handle_wait(now, end);
+                prop_assert!(spin.poll_window(now) <= us(limit));
+                if waited > limit {
+                    prop_assert!(spin.poll_window(now) <= before);
+                }
+                now = end;
             }
         }
     }

@@ -3,6 +3,7 @@
 use crate::link::{Outgoing, READ_BUF, ReadEnd, WriteEnd, read_link, write_link};
 use crate::listen::{LISTEN_CONNECTION, LISTEN_LISTENER, LISTEN_NAMESPACE, ListenAddr, ListenMode, Listener};
 use crate::loop_tx::{Command, LoopTx};
+use crate::wait::Waiter;
 use crate::{Error, Event, Handle, Launch, RequestBuilder};
 use mio::net::UnixStream;
 use mio::unix::SourceFd;
@@ -13,9 +14,7 @@ use mob_app::kingpin::{RoleListener, Translated};
 use mob_app::{BuildNameHasher, CallbackFn, Clock, Completions, Done, HeldFd, JobDone, JobQueue, JobSpec, RequestLoop};
 use mob_proto::frame::Transmit;
 use mob_proto::wire::DEFAULT_NAMESPACE;
-use mob_proto::{
-    FdHandle, FdTable, KingpinConfig, LinkId, Output, Phase, Spawn, Spin, Target, WorkerHealth, WorkerInfo,
-};
+use mob_proto::{FdHandle, FdTable, KingpinConfig, LinkId, Output, Phase, Spawn, Target, WorkerHealth, WorkerInfo};
 use mob_sys::signals::SignalPipe;
 use nix::sys::signal::Signal;
 use serde::Serialize;
@@ -40,7 +39,7 @@ pub struct Kingpin {
     proto: mob_proto::Kingpin,
     poll: Poll,
     /// How long the loop polls before it sleeps (`KingpinConfig::spin`).
-    spin: Spin,
+    waiter: Waiter,
     links: HashMap<LinkId, LinkSock, BuildNameHasher>,
     children: HashMap<u32, Child>,
     fds: FdTable<HeldFd>,
@@ -88,7 +87,7 @@ impl Kingpin {
         mob_sys::process::set_name(&config.app);
         let output = Some(crate::output::Output::open(poll.registry()));
         Ok(Kingpin {
-            spin: Spin::new(config.spin),
+            waiter: Waiter::new(config.spin),
             proto: mob_proto::Kingpin::new(config),
             poll,
             links: HashMap::default(),
@@ -370,7 +369,7 @@ impl Kingpin {
             let due = self.proto.poll_timeout();
             let next = due.into_iter().chain(notify_at).min();
             let timeout = next.map(|t| Clock::wait(now, t));
-            if let Err(e) = crate::wait::wait(&mut self.poll, &mut self.spin, &self.clock, &mut events, timeout)
+            if let Err(e) = self.waiter.wait(&mut self.poll, &self.clock, &mut events, timeout)
                 && e.kind() != std::io::ErrorKind::Interrupted
             {
                 return Err(e.into());

@@ -4,6 +4,7 @@ use crate::handlers::Handlers;
 use crate::link::{Outgoing, READ_BUF, ReadEnd, ReadStep, WriteEnd, read_once, write_link};
 use crate::listen::{LISTEN_CONNECTION, LISTEN_LISTENER, LISTEN_NAMESPACE, Listener};
 use crate::loop_tx::{Command, LoopTx};
+use crate::wait::Waiter;
 use crate::{Error, Handle, Message, RequestBuilder, WorkerEnv};
 use mio::net::UnixStream;
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -93,7 +94,7 @@ pub struct Mobster {
     poll: Poll,
     /// How long the loop polls before it sleeps (`MOB_SPIN_US`, or
     /// [`Mobster::set_spin`]).
-    spin: Spin,
+    waiter: Waiter,
     fds: FdTable<OwnedFd>,
     messages: Handlers<MessageHandler>,
     requests: Handlers<RequestHandler>,
@@ -171,7 +172,7 @@ impl Mobster {
             proto: Worker::new(config.clone()),
             config,
             started: false,
-            spin: Spin::new(env.spin.unwrap_or(Spin::DEFAULT_LIMIT)),
+            waiter: Waiter::new(env.spin.unwrap_or(Spin::DEFAULT_LIMIT)),
             env,
             sock,
             poll,
@@ -211,7 +212,7 @@ impl Mobster {
     /// # }
     /// ```
     pub fn set_spin(&mut self, limit: Duration) {
-        self.spin = Spin::new(limit);
+        self.waiter = Waiter::new(limit);
     }
 
     /// This worker's role.
@@ -450,7 +451,7 @@ impl Mobster {
             let next = due.map_or(self.next_health, |t| t.min(self.next_health));
             let timeout = Some(Clock::wait(now, next));
             let mut events = std::mem::replace(&mut self.events, Events::with_capacity(0));
-            if let Err(e) = crate::wait::wait(&mut self.poll, &mut self.spin, &self.clock, &mut events, timeout)
+            if let Err(e) = self.waiter.wait(&mut self.poll, &self.clock, &mut events, timeout)
                 && e.kind() != std::io::ErrorKind::Interrupted
             {
                 return Err(e.into());

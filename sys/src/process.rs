@@ -79,3 +79,50 @@ pub fn rss_kib() -> io::Result<u64> {
 pub fn open_fd_count() -> io::Result<usize> {
     Ok(std::fs::read_dir("/proc/self/fd")?.count().saturating_sub(1))
 }
+
+/// The kernel's scheduling figures for one thread, from
+/// `/proc/thread-self/schedstat`, kept open so that each reading is one
+/// `pread`.
+#[derive(Debug)]
+pub struct SchedStat(std::fs::File);
+
+impl SchedStat {
+    /// Opens the figures of the calling thread (readings taken on another
+    /// thread still describe this one).
+    pub fn open() -> io::Result<SchedStat> {
+        std::fs::File::open("/proc/thread-self/schedstat").map(SchedStat)
+    }
+
+    /// How long the thread has waited, runnable, for a CPU, and how many
+    /// times it has been given one, since it started.
+    pub fn read(&self) -> io::Result<(std::time::Duration, u64)> {
+        use std::os::unix::fs::FileExt;
+        let mut buf = [0u8; 96];
+        let n = self.0.read_at(&mut buf, 0)?;
+        let text = std::str::from_utf8(&buf[..n]).map_err(|_| io::Error::from(io::ErrorKind::InvalidData))?;
+        let mut fields = text.split_whitespace().skip(1).map(|f| f.parse::<u64>());
+        match (fields.next(), fields.next()) {
+            (Some(Ok(waited)), Some(Ok(runs))) => Ok((std::time::Duration::from_nanos(waited), runs)),
+            _ => Err(io::Error::new(io::ErrorKind::InvalidData, "unexpected /proc/thread-self/schedstat")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SchedStat;
+    use std::time::Duration;
+
+    #[test]
+    fn sched_stat_counts_the_runs_of_this_thread() {
+        let stat = SchedStat::open().expect("/proc/thread-self/schedstat");
+        let (waited, runs) = stat.read().expect("a reading");
+        // Each sleep gives the CPU up; waking takes it again: a new run.
+        for _ in 0..3 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let (waited_after, runs_after) = stat.read().expect("a reading");
+        assert!(runs_after >= runs + 3, "{runs} then {runs_after} runs");
+        assert!(waited_after >= waited);
+    }
+}
