@@ -196,7 +196,8 @@ pub struct KingpinConfig {
     /// (`mob-mio` does, in `MOB_SPIN_US`; `mob-std`, whose threads block in
     /// their reads, passes it on and does not poll). Polling trades CPU time for
     /// latency: an answer that comes within the window is taken without the
-    /// cost of waking a sleeping process.
+    /// cost of waking a sleeping process. Polling stops by itself while
+    /// other tasks keep the CPUs busy.
     pub spin: Duration,
 }
 

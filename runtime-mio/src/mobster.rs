@@ -203,7 +203,8 @@ impl Mobster {
     /// kingpin's `KingpinConfig::spin` says (passed in `MOB_SPIN_US`), or
     /// [`Spin::DEFAULT_LIMIT`]. Polling answers a quick message without
     /// the cost of waking a sleeping process, for some CPU time; the window
-    /// shrinks by itself when messages come further apart than the limit.
+    /// shrinks by itself when messages come further apart than the limit,
+    /// and polling stops while other tasks keep the CPUs busy.
     ///
     /// ```no_run
     /// # fn entry(mut mob: mob_mio::Mobster) -> Result<(), mob_mio::Error> {
