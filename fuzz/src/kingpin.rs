@@ -217,6 +217,7 @@ pub fn run(data: &[u8]) {
     }
     if cfg & 4 != 0 {
         config.max_queued_bytes = 512;
+        config.max_queued_fds = 3;
     }
     let mut s = State {
         k: Kingpin::new(config),

@@ -167,6 +167,16 @@ pub struct KingpinConfig {
     /// worker that lets that much wait does not read its link, and is
     /// closed ([`CloseReason::NotReading`](crate::CloseReason)) and killed.
     pub max_queued_bytes: usize,
+    /// fds that may wait to be written to one worker (default 2,048), the
+    /// same way: past this, new work carrying fds for it fails with
+    /// backpressure (work without fds still goes in, within
+    /// `max_queued_bytes`); past twice this, the worker is not reading and
+    /// is closed. Every fd waiting is one the kingpin holds open, so
+    /// without this a worker sending small frames full of fds to one that
+    /// does not read could use up the kingpin's fd table (its
+    /// `RLIMIT_NOFILE`) long before the bytes limit. The same number
+    /// bounds the fds waiting for a worker that is still starting.
+    pub max_queued_fds: usize,
     /// Requests one worker may have open through the kingpin at once
     /// (default 65,536): the kingpin keeps a little state for each until
     /// its reply and callbacks are done or its deadline passes, so past
@@ -212,6 +222,7 @@ impl KingpinConfig {
             spawn_retry: Duration::from_secs(1),
             early_queue_limit: 1 << 20,
             max_queued_bytes: 8 << 20,
+            max_queued_fds: 2048,
             max_open_requests: 65_536,
             request_timeout: Duration::from_secs(10),
             backoff: Backoff::default(),

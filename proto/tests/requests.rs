@@ -1883,6 +1883,123 @@ fn a_worker_that_lets_twice_the_limit_wait_is_closed_as_not_reading() {
     sim.ledger.assert_balanced();
 }
 
+/// `limited()`, with at most `fds` fds queued for a worker.
+fn fd_limited(fds: usize) -> (Sim, u32, u32, u32) {
+    let mut config = front_back(1, 2);
+    config.max_queued_fds = fds;
+    let sim = up(config);
+    let (f, b0, b1) = (sim.pid_of("front", 0), sim.pid_of("back", 0), sim.pid_of("back", 1));
+    (sim, f, b0, b1)
+}
+
+#[test]
+fn new_work_with_fds_for_a_worker_that_does_not_read_is_refused_past_the_fd_limit() {
+    let (mut sim, f, b0, b1) = fd_limited(10);
+    let l0 = link_of(&sim, b0);
+    sim.block_writes(l0, true);
+    // Three messages of three fds each go in (9); a fourth would make 12.
+    let mut sent = Vec::new();
+    for i in 0..3 {
+        let (files, fds) = sim.new_fds(Side::Kingpin, 3);
+        sim.kingpin.send(Target::Pid(b0), NS, &format!("m{i}"), b"", fds).unwrap();
+        sent.extend(files);
+    }
+    let (refused, fds) = sim.new_fds(Side::Kingpin, 3);
+    assert_eq!(sim.kingpin.send(Target::Pid(b0), NS, "m3", b"", fds), Err(SendError::Backpressure));
+    // One more fd still fits; work without fds is not held back by fds.
+    let (one, fds) = sim.new_fds(Side::Kingpin, 1);
+    sim.kingpin.send(Target::Pid(b0), NS, "m4", b"", fds).unwrap();
+    sent.extend(one);
+    sim.kingpin.send(Target::Pid(b0), NS, "m5", b"", Vec::new()).unwrap();
+    // A worker's request with fds is answered with backpressure, its fd
+    // released; another worker still gets fds.
+    let (r, wfiles) = wreq(&mut sim, f, Target::Pid(b0), "w", 1, None, 0);
+    let (wid, _) = r.unwrap();
+    let (other, fds) = sim.new_fds(Side::Kingpin, 3);
+    sim.kingpin.send(Target::Pid(b1), NS, "o", b"", fds).unwrap();
+    sim.run_until_idle();
+    assert_eq!(sim.ledger.history(refused[0]), path(&[(Side::Kingpin, Fate::Released)]));
+    assert_eq!(wevents(&mut sim, f), vec![WEvent::Reply { id: wid, result: Err(RequestError::Backpressure) }]);
+    assert_eq!(
+        sim.ledger.history(wfiles[0]),
+        path(&[(Side::Worker(f), Fate::Transmitted), (Side::Kingpin, Fate::Released)])
+    );
+    let got = wevents(&mut sim, b1);
+    assert!(matches!(&got[..], [WEvent::Message(m)] if m.files == other), "{got:?}");
+
+    // Once it reads, everything queued arrives with its fds, and fds flow again.
+    sim.block_writes(l0, false);
+    sim.run_until_idle();
+    let got = wevents(&mut sim, b0);
+    let files: Vec<u64> =
+        got.iter().flat_map(|e| if let WEvent::Message(m) = e { m.files.clone() } else { vec![] }).collect();
+    assert_eq!((got.len(), files), (5, sent));
+    let (files, fds) = sim.new_fds(Side::Kingpin, 10);
+    sim.kingpin.send(Target::Pid(b0), NS, "again", b"", fds).unwrap();
+    sim.run_until_idle();
+    assert!(matches!(&wevents(&mut sim, b0)[..], [WEvent::Message(m)] if m.files == files));
+    assert_all_empty(&sim);
+}
+
+#[test]
+fn replies_with_fds_are_owed_past_the_fd_limit_until_twice_it() {
+    let (mut sim, _, b0, b1) = fd_limited(4);
+    // b0 asks b1 three times, then stops reading; fds fill its queue.
+    let asked: Vec<u64> = ["one", "two", "three"]
+        .iter()
+        .map(|name| wreq(&mut sim, b0, Target::Pid(b1), name, 0, None, 0).0.unwrap().0)
+        .collect();
+    sim.run_until_idle();
+    let calls = calls_of(&mut sim, b1);
+    let l0 = link_of(&sim, b0);
+    let info = sim.info(b0).0.clone();
+    sim.block_writes(l0, true);
+    let (_, fds) = sim.new_fds(Side::Kingpin, 4);
+    sim.kingpin.send(Target::Pid(b0), NS, "full", b"", fds).unwrap();
+    sim.take_events();
+    // Replies carrying fds are owed to it: queued past the limit...
+    for call in &calls[..2] {
+        wrespond(&mut sim, b1, call.0, Ok(()), "answer", 2).0.unwrap();
+    }
+    sim.run_until_idle();
+    assert!(sim.kills.is_empty() && sim.take_events().is_empty(), "{asked:?}: queued");
+    // ...up to twice it: one more would make 10 of 8, so b0, which does
+    // not read, is closed and killed, and what it was owed is released.
+    wrespond(&mut sim, b1, calls[2].0, Ok(()), "answer", 2).0.unwrap();
+    sim.run_until_idle();
+    assert_eq!(sim.kills, vec![(b0, l0)]);
+    assert!(sim.take_events().contains(&KEvent::LinkClosed(info, CloseReason::NotReading)));
+    sim.ledger.assert_balanced();
+}
+
+#[test]
+fn a_worker_that_is_still_starting_gets_backpressure_for_fds_past_the_fd_limit() {
+    let mut config = front_back(1, 1);
+    config.max_queued_fds = 4;
+    let mut sim = held(config);
+    let links: Vec<LinkId> = sim.pending_spawns.iter().map(|s| s.link).collect();
+    sim.complete_spawn(links[0]);
+    let b = sim.complete_spawn(links[1]);
+    sim.freeze(b, true);
+    sim.run_until_idle();
+    sim.take_events();
+    let (first, fds) = sim.new_fds(Side::Kingpin, 3);
+    sim.kingpin.send(Target::Pid(b), NS, "a", b"", fds).unwrap();
+    let (refused, fds) = sim.new_fds(Side::Kingpin, 2);
+    assert_eq!(sim.kingpin.send(Target::Pid(b), NS, "b", b"", fds), Err(SendError::Backpressure));
+    sim.kingpin.send(Target::Pid(b), NS, "c", b"", Vec::new()).unwrap();
+    sim.run_until_idle();
+    assert_eq!(sim.ledger.history(refused[0]), path(&[(Side::Kingpin, Fate::Released)]));
+    // Once it says hello, what waited arrives.
+    sim.freeze(b, false);
+    sim.run_until_idle();
+    let got = wevents(&mut sim, b);
+    let names: Vec<&str> =
+        got.iter().filter_map(|e| if let WEvent::Message(m) = e { Some(m.name.as_str()) } else { None }).collect();
+    assert_eq!(names, ["a", "c"], "{got:?}");
+    assert!(got.iter().any(|e| matches!(e, WEvent::Message(m) if m.files == first)));
+}
+
 #[test]
 fn a_worker_past_its_open_requests_is_answered_with_backpressure_until_some_end() {
     let mut config = front_back(1, 1);

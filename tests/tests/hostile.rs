@@ -114,6 +114,23 @@ fn a_peer_that_stops_reading_meets_backpressure_not_unbounded_memory(exe: &str) 
     b_still_answers(&mut app, "meanwhile");
 }
 
+fn fds_for_a_peer_that_stops_reading_meet_backpressure_not_an_exhausted_fd_table(exe: &str) {
+    let mut app = start(exe, "raw:1,b:2");
+    let (a, _) = online(&app);
+    let before = fd_count(&mut app);
+    app.command(&format!("send pid:{a} stall x"));
+    // 6,000 small messages, each with an fd, for a worker that reads nothing.
+    app.command(&format!("fdflood pid:{a} 6000"));
+    let done = app.wait_for(|l| l.what == "fdflood-done");
+    let refused: usize = done.rest.split(' ').nth(1).unwrap().trim().parse().unwrap();
+    assert!(refused > 0, "fds for a peer that reads nothing must meet backpressure: {}", done.rest);
+    // The kingpin holds at most its queue's 2,048 (the kernel holds those
+    // already written), not the 6,000 it was asked to send.
+    let held = fd_count(&mut app) - before;
+    assert!(held <= 2048, "the kingpin holds {held} more fds than before ({})", done.rest);
+    b_still_answers(&mut app, "meanwhile");
+}
+
 fn a_worker_flooding_the_kingpin_does_not_starve_the_others(exe: &str) {
     let mut app = start(exe, "raw:1,b:2");
     let (a, _) = online(&app);
@@ -135,5 +152,6 @@ mob_tests::on_both_runtimes!(
     each_kind_of_bad_input_closes_only_that_link_with_a_typed_error,
     a_wrong_protocol_version_is_rejected_naming_both_versions,
     a_peer_that_stops_reading_meets_backpressure_not_unbounded_memory,
+    fds_for_a_peer_that_stops_reading_meet_backpressure_not_an_exhausted_fd_table,
     a_worker_flooding_the_kingpin_does_not_starve_the_others,
 );

@@ -124,6 +124,8 @@ pub struct OutBuf {
     base: u64,
     /// Stream offsets of frames that carry fds, with their fds.
     marks: VecDeque<(u64, Vec<FdHandle>)>,
+    /// How many fds `marks` hold in all.
+    fds: usize,
     /// How many of `marks` the next write carries, fixed by the first
     /// [`OutBuf::peek`] after a write, so that frames pushed while a write
     /// is under way (a writer thread) do not join it after the fact.
@@ -134,7 +136,7 @@ pub struct OutBuf {
 impl OutBuf {
     /// An empty queue for frames of at most `max_body` body bytes.
     pub fn new(max_body: u32) -> OutBuf {
-        OutBuf { buf: Vec::new(), head: 0, base: 0, marks: VecDeque::new(), batch: Cell::new(None), max_body }
+        OutBuf { buf: Vec::new(), head: 0, base: 0, marks: VecDeque::new(), fds: 0, batch: Cell::new(None), max_body }
     }
 
     /// Changes the body limit (for example after a handshake).
@@ -150,6 +152,11 @@ impl OutBuf {
     /// Whether nothing waits to be written.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// fds queued with frames not yet written.
+    pub fn fds(&self) -> usize {
+        self.fds
     }
 
     /// Appends one frame: header, `meta` in postcard, then `payload` as is.
@@ -173,6 +180,7 @@ impl OutBuf {
             return Err((e, fds));
         }
         if !fds.is_empty() {
+            self.fds += fds.len();
             self.marks.push_back((self.base + start as u64, fds));
         }
         Ok(())
@@ -233,6 +241,7 @@ impl OutBuf {
             }
         }
         self.head = (self.head + n).min(self.buf.len());
+        self.fds -= sent.len();
         sent
     }
 
@@ -242,6 +251,7 @@ impl OutBuf {
         self.buf.clear();
         self.head = 0;
         self.batch.set(None);
+        self.fds = 0;
         self.marks.drain(..).flat_map(|(_, f)| f)
     }
 
@@ -249,6 +259,7 @@ impl OutBuf {
     pub fn push_encoded(&mut self, frame: &[u8], fds: Vec<FdHandle>) {
         self.compact();
         if !fds.is_empty() {
+            self.fds += fds.len();
             self.marks.push_back((self.base + self.buf.len() as u64, fds));
         }
         self.buf.extend_from_slice(frame);
@@ -263,6 +274,7 @@ impl OutBuf {
         for (at, fds) in other.marks.drain(..) {
             self.marks.push_back((here + (at - other_head), fds));
         }
+        self.fds += core::mem::take(&mut other.fds);
         other.base += other.buf.len() as u64;
         other.buf.clear();
         other.head = 0;
@@ -383,6 +395,26 @@ mod tests {
     use super::*;
     use crate::frame::{DEFAULT_MAX_BODY, Decoder};
     use alloc::vec;
+
+    #[test]
+    fn the_queue_counts_the_fds_it_holds_until_they_leave() {
+        let h = |ids: core::ops::Range<u64>| ids.map(FdHandle::from_raw).collect::<Vec<_>>();
+        let mut out = OutBuf::new(DEFAULT_MAX_BODY);
+        out.push(16, &(), b"a", h(0..2)).unwrap();
+        out.push(16, &(), b"b", Vec::new()).unwrap();
+        out.push_encoded(&encode_frame(16, &(), b"c", 3, DEFAULT_MAX_BODY).unwrap(), h(2..5));
+        assert_eq!(out.fds(), 5);
+        let mut other = OutBuf::new(DEFAULT_MAX_BODY);
+        other.push(16, &(), b"d", h(5..6)).unwrap();
+        out.append(&mut other);
+        assert_eq!((out.fds(), other.fds()), (6, 0));
+        let n = out.peek().unwrap().bytes.len();
+        assert_eq!(out.advance(n).len(), 6, "every frame with fds fits one write");
+        assert_eq!(out.fds(), 0);
+        out.push(16, &(), b"e", h(6..9)).unwrap();
+        assert_eq!(out.clear().count(), 3);
+        assert_eq!(out.fds(), 0);
+    }
 
     #[test]
     fn errors_return_the_fds_and_queue_nothing() {

@@ -273,6 +273,7 @@ impl Kingpin {
             Some(i) => {
                 let early = l.early.remove(i).expect("position is in range");
                 l.early_bytes -= early.frame.len();
+                l.early_fds -= early.fds.len();
                 self.release(early.fds);
             }
             None => {

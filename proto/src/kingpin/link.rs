@@ -38,6 +38,8 @@ pub(super) struct Link {
     pub out: OutBuf,
     pub early: VecDeque<Early>,
     pub early_bytes: usize,
+    /// fds the frames of `early` hold.
+    pub early_fds: usize,
     /// Handshake deadline.
     pub deadline: Option<Instant>,
     /// Calls sent to this worker and not yet answered.
@@ -81,6 +83,7 @@ impl Link {
             out: OutBuf::new(max_body),
             early: VecDeque::new(),
             early_bytes: 0,
+            early_fds: 0,
             deadline: None,
             inflight: 0,
             incoming: BTreeSet::new(),
@@ -161,15 +164,20 @@ impl Kingpin {
         queued: Queued,
     ) -> Result<(), SendError> {
         let (early_limit, out_limit) = (self.config.early_queue_limit, self.config.max_queued_bytes);
+        let fd_limit = self.config.max_queued_fds;
         let Some(l) = self.link_mut(link) else {
             self.release(fds);
             return Err(SendError::Closed);
         };
+        // fds count only against frames that carry some.
+        let fds_past = |queued: usize, limit: usize| !fds.is_empty() && queued + fds.len() > limit;
         let result = match l.phase {
-            Phase::Up if l.out.len() >= out_limit && is_new_work(kind) => Err((SendError::Backpressure, fds)),
+            Phase::Up if is_new_work(kind) && (l.out.len() >= out_limit || fds_past(l.out.fds(), fd_limit)) => {
+                Err((SendError::Backpressure, fds))
+            }
             // What ends its own work is owed to it, but not without bound:
             // a worker that lets this much wait does not read its link.
-            Phase::Up if l.out.len() >= 2 * out_limit => {
+            Phase::Up if l.out.len() >= 2 * out_limit || fds_past(l.out.fds(), 2 * fd_limit) => {
                 if !self.overflowed.contains(&link) {
                     self.overflowed.push(link);
                 }
@@ -190,9 +198,12 @@ impl Kingpin {
             // `push_early`.
             Phase::Spawning | Phase::Handshaking => {
                 match encode_frame(kind as u8, meta, payload, fds.len(), l.out_max()) {
-                    Ok(frame) if l.early_bytes + frame.len() > early_limit => Err((SendError::Backpressure, fds)),
+                    Ok(frame) if l.early_bytes + frame.len() > early_limit || fds_past(l.early_fds, fd_limit) => {
+                        Err((SendError::Backpressure, fds))
+                    }
                     Ok(frame) => {
                         l.early_bytes += frame.len();
+                        l.early_fds += fds.len();
                         l.early.push_back(Early { frame, fds, reroute: queued.reroute, call: queued.call });
                         Ok(())
                     }
@@ -210,17 +221,22 @@ impl Kingpin {
     /// Moves an already-encoded frame to `link` (a reroute).
     pub(super) fn push_early(&mut self, link: LinkId, early: Early) -> Result<(), Early> {
         let (early_limit, out_limit) = (self.config.early_queue_limit, self.config.max_queued_bytes);
+        let fd_limit = self.config.max_queued_fds;
         let Some(l) = self.link_mut(link) else { return Err(early) };
+        let n = early.fds.len();
         match l.phase {
-            Phase::Up if l.out.len() < out_limit => {
+            Phase::Up if l.out.len() < out_limit && (n == 0 || l.out.fds() + n <= fd_limit) => {
                 let before = l.out.len();
                 l.out.push_encoded(&early.frame, early.fds);
                 let after = l.out.len();
                 self.queued(link, before, after);
                 Ok(())
             }
-            Phase::Spawning | Phase::Handshaking if l.early_bytes + early.frame.len() <= early_limit => {
+            Phase::Spawning | Phase::Handshaking
+                if l.early_bytes + early.frame.len() <= early_limit && (n == 0 || l.early_fds + n <= fd_limit) =>
+            {
                 l.early_bytes += early.frame.len();
+                l.early_fds += n;
                 l.early.push_back(early);
                 Ok(())
             }

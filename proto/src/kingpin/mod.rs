@@ -921,6 +921,7 @@ impl Kingpin {
             l.out.push_encoded(&early.frame, early.fds);
         }
         l.early_bytes = 0;
+        l.early_fds = 0;
         let info = l.info.clone();
         let role = l.role;
         self.timers_changed();
@@ -960,6 +961,7 @@ impl Kingpin {
         let leftover: Vec<FdHandle> = l.dec.drain_fds().chain(l.out.clear()).collect();
         let early = core::mem::take(&mut l.early);
         l.early_bytes = 0;
+        l.early_fds = 0;
         let farewell_sent = farewell.is_some();
         if let Some(reject) = farewell {
             l.out.push(Kind::Reject as u8, &reject, &[], Vec::new()).ok();

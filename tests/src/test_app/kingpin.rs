@@ -211,6 +211,22 @@ fn read_commands(handle: Handle) {
                 }
                 say("fds-sent", "_", 0, 0, n);
             }
+            ["fdflood", to, n] => {
+                // n one-way messages from the kingpin's loop, each with a
+                // fresh pipe end; prints `fdflood-done OK REFUSED`.
+                let (to, n): (Target, usize) = (target(to), n.parse().unwrap_or(0));
+                handle
+                    .with_kingpin(move |k| {
+                        let ok = (0..n)
+                            .filter(|_| {
+                                let (r, _w) = nix::unistd::pipe().expect("pipe");
+                                k.send_raw(to.clone(), "_", "fd", &[], vec![r]).is_ok()
+                            })
+                            .count();
+                        say("fdflood-done", "_", 0, 0, &format!("{ok} {}", n - ok));
+                    })
+                    .ok();
+            }
             ["fdreq", to, n, timeout] => {
                 fd_requests(&handle, target(to), n.parse().unwrap_or(0), timeout.parse().unwrap_or(100))
             }

@@ -61,7 +61,9 @@
 //! (prints `jobs-done OK FAILED`), `resize ROLE N`, `reload ROLE`, `health`
 //! (prints `health ROLE SLOT PID STATE RSS INFLIGHT RESTARTS`), `fds TARGET
 //! N` (N messages each with a pipe), `fdreq TARGET N TIMEOUT_MS` (N requests
-//! each with a pipe, never answered), `flood TARGET N SIZE`, `sockjob ROLE`,
+//! each with a pipe, never answered), `flood TARGET N SIZE`, `fdflood
+//! TARGET N` (N messages each with a pipe, sent from the kingpin's loop;
+//! prints `fdflood-done OK REFUSED`), `sockjob ROLE`,
 //! `broadcastfd ROLE`, `sharedfd TARGET N` (N messages sharing one pipe's
 //! write end, into which each worker writes a byte; prints
 //! `sharedfd-read SENT BYTES` at the pipe's end of file), `hcallback
