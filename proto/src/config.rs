@@ -200,14 +200,17 @@ pub struct KingpinConfig {
     /// (default 10 s).
     pub shutdown_grace: Duration,
     /// The longest an event loop polls for IO before it sleeps, as
-    /// [`Spin`](crate::Spin) adapts it (default [`Spin::DEFAULT_LIMIT`](crate::Spin::DEFAULT_LIMIT),
-    /// 50 µs; zero: sleep at once). Proto does not poll: a runtime applies
-    /// this to the kingpin's loop and passes it to the workers it starts
-    /// (`mob-mio` does, in `MOB_SPIN_US`; `mob-std`, whose threads block in
-    /// their reads, passes it on and does not poll). Polling trades CPU time for
-    /// latency: an answer that comes within the window is taken without the
-    /// cost of waking a sleeping process. Polling stops by itself while
-    /// other tasks keep the CPUs busy.
+    /// [`Spin`](crate::Spin) adapts it (default
+    /// [`Spin::DEFAULT_LIMIT`](crate::Spin::DEFAULT_LIMIT), 50 µs; zero:
+    /// sleep at once). Proto does not poll: a runtime applies this to the
+    /// kingpin's loop and passes it to the workers it starts (`mob-mio`
+    /// does, in `MOB_SPIN_US`, in whole microseconds rounded up; `mob-std`,
+    /// whose threads block in their reads, passes it on and does not poll).
+    /// Polling trades CPU time for latency: an answer that comes within
+    /// the window is taken without the cost of waking a sleeping process.
+    /// Polling stops by itself while other tasks keep the CPUs busy. Keep
+    /// it short: a loop whose events keep coming within the limit polls
+    /// between all of them.
     pub spin: Duration,
 }
 

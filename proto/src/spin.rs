@@ -24,12 +24,15 @@
 //! a round of polling took longer than [`Spin::PREEMPTED`], or, in the
 //! kernel's figures for the loop's thread that the runtime passes on every
 //! [`Spin::SAMPLE_EVERY`] (Linux's `/proc/thread-self/schedstat`), the
-//! thread spent more than a twentieth of the time waiting for a CPU, on
-//! average longer than [`Spin::CPU_WAIT`] each time it was given one. It stops for [`Spin::COOLDOWN`] at first, doubling while
-//! each new try meets the same, up to [`Spin::MAX_COOLDOWN`]; a sampling
-//! period in which the loop polled and did not sets the cooldown back. On
-//! a machine kept busy by others a loop therefore sleeps at once, as if it
-//! never polled, but for a few milliseconds every couple of seconds. Short
+//! thread spent more than a twentieth of a period in which it polled
+//! waiting for a CPU, on average longer than [`Spin::CPU_WAIT`] each time
+//! it was given one. It stops for [`Spin::COOLDOWN`] at first, doubling
+//! while each new try meets the same, up to [`Spin::MAX_COOLDOWN`]; a
+//! sampling period in which the loop polled and met neither sets the
+//! cooldown back. Periods in which it did not poll are not judged: a loop
+//! that only sleeps costs nobody. On a machine kept busy by others a loop
+//! therefore sleeps at once, as if it never polled, but for up to
+//! [`Spin::SAMPLE_EVERY`] of polling every couple of seconds. Short
 //! waits for a CPU, as when this loop yields to a peer process that
 //! answers in a few microseconds, do not stop it. (Measured on a 2-CPU
 //! virtual machine: a request routed through the kingpin, three processes
@@ -171,19 +174,23 @@ impl Spin {
 
     /// The kernel's figures for the loop's thread at `now`: how long it has
     /// waited, runnable, for a CPU, and how many times it was given one,
-    /// both since it started. Waits that add up to more than a twentieth
-    /// of the time since the last figures and average more than
-    /// [`Spin::CPU_WAIT`] a run stop polling, as
-    /// [`Spin::handle_preempted`] does; a period in which the loop polled
-    /// and its waits were short sets the cooldown back.
+    /// both since it started. If the loop polled since the last figures,
+    /// waits that add up to more than a twentieth of that time and average
+    /// more than [`Spin::CPU_WAIT`] a run stop polling, as
+    /// [`Spin::handle_preempted`] does, and shorter ones set the cooldown
+    /// back. A runtime that could not read the figures this time passes
+    /// nothing (a gap only makes the next period longer).
     pub fn handle_cpu_waits(&mut self, now: Instant, waited: Duration, runs: u64) {
-        if let Some((at, waited_before, runs_before)) = self.sampled {
+        if let Some((at, waited_before, runs_before)) = self.sampled
+            && self.polled
+        {
             let runs_since = runs.saturating_sub(runs_before);
             let waited_since = waited.saturating_sub(waited_before);
             let long = waited_since > now.saturating_duration_since(at) / 20;
-            if long && runs_since > 0 && waited_since / u32::try_from(runs_since).unwrap_or(u32::MAX) > Spin::CPU_WAIT {
+            let per_run = waited_since / u32::try_from(runs_since.max(1)).unwrap_or(u32::MAX);
+            if long && per_run > Spin::CPU_WAIT {
                 self.handle_preempted(now);
-            } else if self.polled {
+            } else {
                 self.cooldown = Spin::COOLDOWN;
             }
         }
@@ -195,6 +202,8 @@ impl Spin {
     /// [`Spin::PREEMPTED`]: other tasks want the CPU. No polling for the
     /// cooldown, which doubles for the next time.
     pub fn handle_preempted(&mut self, now: Instant) {
+        // This period's polling lost the CPU: it does not set the cooldown back.
+        self.polled = false;
         self.window = Duration::ZERO;
         self.hold_until = now + self.cooldown;
         self.cooldown = self.cooldown.saturating_mul(2).min(Spin::MAX_COOLDOWN);
@@ -298,12 +307,14 @@ mod tests {
         spin.handle_cpu_waits(now, us(1_000), 10);
         assert!(!spin.wants_cpu_waits(now + Spin::SAMPLE_EVERY - us(1)));
         wait(&mut spin, 30);
-        // Yielding to peers that answer in microseconds: 6 µs a run.
+        // Polling, yielding to peers that answer in microseconds: 6 µs a run.
+        spin.handle_wait(now, now + us(5));
         now = now + Spin::SAMPLE_EVERY;
         assert!(spin.wants_cpu_waits(now));
         spin.handle_cpu_waits(now, us(1_000 + 6 * 300), 310);
         assert_eq!(spin.poll_window(now), Spin::START);
-        // Sharing a CPU with busy tasks: 30 µs a run on average.
+        // Polling on, sharing a CPU with busy tasks: 30 µs a run on average.
+        spin.handle_wait(now, now + us(5));
         now = now + Spin::SAMPLE_EVERY;
         spin.handle_cpu_waits(now, us(2_800 + 30 * 100), 410);
         assert_eq!(spin.poll_window(now), Duration::ZERO);
@@ -318,6 +329,42 @@ mod tests {
         // 80 µs in 10 ms, over 5 runs (an interrupt, a kernel thread): 16 µs a run.
         spin.handle_cpu_waits(T0 + Spin::SAMPLE_EVERY, us(80), 5);
         assert_eq!(spin.poll_window(T0 + Spin::SAMPLE_EVERY), Spin::START);
+    }
+
+    #[test]
+    fn figures_from_periods_without_polling_do_not_count() {
+        let mut spin = Spin::new(us(50));
+        spin.handle_cpu_waits(T0, us(0), 0);
+        // Stopped after a lost round; the thread then waits long for a
+        // CPU while it only sleeps: the stop is not stretched.
+        wait(&mut spin, 30);
+        spin.handle_preempted(T0);
+        let mut now = T0;
+        for i in 1..=4u64 {
+            now = now + Spin::SAMPLE_EVERY;
+            spin.handle_cpu_waits(now, us(3_000 * i), 100 * i);
+        }
+        let after = T0 + Spin::COOLDOWN;
+        spin.handle_wait(after, after + us(30));
+        assert_eq!(spin.poll_window(after), Spin::START);
+    }
+
+    #[test]
+    fn a_lost_round_is_not_undone_by_the_figures_of_its_own_period() {
+        let mut spin = Spin::new(us(50));
+        spin.handle_cpu_waits(T0, us(0), 0);
+        // Polls, then a round loses the CPU (the hypervisor took it: the
+        // thread's own figures show nothing).
+        wait(&mut spin, 30);
+        spin.handle_wait(T0, T0 + us(5));
+        spin.handle_preempted(T0 + us(500));
+        spin.handle_cpu_waits(T0 + Spin::SAMPLE_EVERY, us(10), 10);
+        // The cooldown doubled all the same: the next loss holds for 100 ms.
+        let later = T0 + Spin::COOLDOWN;
+        spin.handle_wait(later, later + us(30));
+        spin.handle_preempted(later);
+        assert_eq!(spin.poll_window(later + Spin::COOLDOWN), Duration::ZERO);
+        assert_eq!(spin.poll_window(later + 2 * Spin::COOLDOWN - us(1)), Duration::ZERO);
     }
 
     #[test]

@@ -33,7 +33,10 @@ fn fd_count(app: &mut TestApp) -> usize {
 /// Asks a `b` worker for an echo until one answers. New work for a worker
 /// whose queue is full is refused with backpressure (SPEC 10.3): while a
 /// flood fills a `b`'s queue, a request may be refused, and is asked again;
-/// any other end fails the test, as does no answer within the deadline.
+/// any other end fails the test, as does no answer within the deadline. (So
+/// during a flood this shows that `b` is answered once there is room, not
+/// that it is answered while the flood lasts: the kingpin keeps no share
+/// of a worker's queue per sender.)
 fn b_still_answers(app: &mut TestApp, tag: &str) {
     let start = std::time::Instant::now();
     loop {

@@ -56,6 +56,8 @@ fn falls_asleep(pid: u32, who: &str) {
             return;
         }
         assert!(start.elapsed() < DEADLINE, "{who} (pid {pid}) is still running after {DEADLINE:?}: {states:?}");
+        // Nothing announces that a process went to sleep: /proc is looked
+        // at again after a pause, until the deadline.
         std::thread::sleep(Duration::from_millis(1));
     }
 }

@@ -58,7 +58,7 @@ pub fn start_worker<P>(
         .env(mob_sys::ENV_SLOT, spawn.slot.to_string())
         .env(mob_sys::ENV_APP, app)
         .env(mob_sys::ENV_FD, mob_sys::CHANNEL_FD.to_string())
-        .env(mob_sys::ENV_SPIN_US, config.spin.as_micros().to_string())
+        .env(mob_sys::ENV_SPIN_US, spin_micros(config.spin).to_string())
         .stdin(Stdio::null());
     let pending = match output.transpose()? {
         Some((out, err, pending)) => {
@@ -70,4 +70,26 @@ pub fn start_worker<P>(
     let (ours, theirs) = mob_sys::channel::socketpair()?;
     let child = mob_sys::spawn::spawn_worker(&mut cmd, theirs)?;
     Ok((child, ours, pending))
+}
+
+/// `spin` in whole microseconds for `MOB_SPIN_US`: rounded up, so that a
+/// limit under a microsecond does not turn the workers' polling off, and
+/// at most `u64::MAX`, which a worker can parse.
+fn spin_micros(spin: std::time::Duration) -> u64 {
+    u64::try_from(spin.as_nanos().div_ceil(1000)).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::spin_micros;
+    use std::time::Duration;
+
+    #[test]
+    fn the_spin_limit_is_passed_in_whole_microseconds_rounded_up() {
+        assert_eq!(spin_micros(Duration::ZERO), 0);
+        assert_eq!(spin_micros(Duration::from_nanos(1)), 1);
+        assert_eq!(spin_micros(Duration::from_micros(50)), 50);
+        assert_eq!(spin_micros(Duration::from_nanos(50_001)), 51);
+        assert_eq!(spin_micros(Duration::MAX), u64::MAX);
+    }
 }

@@ -27,8 +27,8 @@ pub struct WorkerEnv {
 }
 
 impl WorkerEnv {
-    /// Reads `MOB_ROLE`, `MOB_SLOT`, `MOB_APP`, `MOB_FD` and `MOB_SPIN_US`; `None` if this
-    /// process was not started by a kingpin.
+    /// Reads `MOB_ROLE`, `MOB_SLOT`, `MOB_APP`, `MOB_FD` and `MOB_SPIN_US`;
+    /// `None` if this process was not started by a kingpin.
     pub fn from_env() -> Option<WorkerEnv> {
         let role = std::env::var(ENV_ROLE).ok()?;
         let slot = std::env::var(ENV_SLOT).ok()?.parse().ok()?;
