@@ -359,7 +359,7 @@ mod tests {
         spin.handle_wait(T0, T0 + us(5));
         spin.handle_preempted(T0 + us(500));
         spin.handle_cpu_waits(T0 + Spin::SAMPLE_EVERY, us(10), 10);
-        // The cooldown doubled all the same: the next loss holds for 100 ms.
+        // The cooldown doubled all the same: the next loss holds for twice as long.
         let later = T0 + Spin::COOLDOWN;
         spin.handle_wait(later, later + us(30));
         spin.handle_preempted(later);
