@@ -1877,8 +1877,14 @@ fn a_worker_that_lets_twice_the_limit_wait_is_closed_as_not_reading() {
     // ...but the next finds twice the limit waiting: b0 is closed and
     // killed, and everything it was owed is dropped with its link.
     wrespond(&mut sim, b1, calls[1].0, Ok(()), "two", 0).0.unwrap();
+    assert_closed_as_not_reading(&mut sim, b0, l0, info);
+}
+
+/// Once the kingpin has run, worker `pid` (link `link`) was closed as not
+/// reading and killed, and every fd was accounted for.
+fn assert_closed_as_not_reading(sim: &mut Sim, pid: u32, link: LinkId, info: mob_proto::WorkerInfo) {
     sim.run_until_idle();
-    assert_eq!(sim.kills, vec![(b0, l0)]);
+    assert_eq!(sim.kills, vec![(pid, link)]);
     assert!(sim.take_events().contains(&KEvent::LinkClosed(info, CloseReason::NotReading)));
     sim.ledger.assert_balanced();
 }
@@ -1966,10 +1972,7 @@ fn replies_with_fds_are_owed_past_the_fd_limit_until_twice_it() {
     // ...up to twice it: one more would make 10 of 8, so b0, which does
     // not read, is closed and killed, and what it was owed is released.
     wrespond(&mut sim, b1, calls[2].0, Ok(()), "answer", 2).0.unwrap();
-    sim.run_until_idle();
-    assert_eq!(sim.kills, vec![(b0, l0)]);
-    assert!(sim.take_events().contains(&KEvent::LinkClosed(info, CloseReason::NotReading)));
-    sim.ledger.assert_balanced();
+    assert_closed_as_not_reading(&mut sim, b0, l0, info);
 }
 
 #[test]
