@@ -1948,6 +1948,36 @@ fn new_work_with_fds_for_a_worker_that_does_not_read_is_refused_past_the_fd_limi
 }
 
 #[test]
+fn any_worker_of_a_role_is_one_whose_queue_has_room() {
+    // b0 stops reading; its queue is full of bytes (one case) or of fds
+    // (the other): work for any worker of the role goes to b1.
+    for by_fds in [false, true] {
+        let (mut sim, _, b0, b1) = if by_fds { fd_limited(4) } else { limited() };
+        if by_fds {
+            sim.block_writes(link_of(&sim, b0), true);
+            let (_, fds) = sim.new_fds(Side::Kingpin, 4);
+            sim.kingpin.send(Target::Pid(b0), NS, "full", b"", fds).unwrap();
+        } else {
+            fill(&mut sim, b0);
+        }
+        let any = || Target::Any("back".into());
+        // (Three fds for b1, within its four.)
+        for i in 0..3 {
+            let (_, fds) = sim.new_fds(Side::Kingpin, 1);
+            sim.kingpin.send(any(), NS, &format!("m{i}"), b"", fds).unwrap();
+        }
+        let (kid, _) = kreq(&mut sim, any(), "k", 0, None, 0).0.unwrap();
+        sim.run_until_idle();
+        let got = wevents(&mut sim, b1);
+        assert_eq!(got.iter().filter(|e| matches!(e, WEvent::Message(_))).count(), 3, "by fds: {by_fds}");
+        let call = got.iter().find_map(|e| if let WEvent::Request { call, .. } = e { Some(*call) } else { None });
+        wrespond(&mut sim, b1, call.expect("the request reached b1"), Ok(()), "", 0).0.unwrap();
+        sim.run_until_idle();
+        assert_eq!(kevents(&mut sim), vec![KEvent::Reply { id: kid, result: ok("", vec![]) }], "by fds: {by_fds}");
+    }
+}
+
+#[test]
 fn replies_with_fds_are_owed_past_the_fd_limit_until_twice_it() {
     let (mut sim, _, b0, b1) = fd_limited(4);
     // b0 asks b1 three times, then stops reading; fds fill its queue.

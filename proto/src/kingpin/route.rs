@@ -105,6 +105,7 @@ impl Kingpin {
                 .ok_or(SendError::NoRoute),
             Target::Any(name) => {
                 let role = self.role_index(name).ok_or(SendError::NoRoute)?;
+                let (max_bytes, max_fds) = (self.config.max_queued_bytes, self.config.max_queued_fds);
                 let n = self.roles[role].slots.len();
                 let start = self.roles[role].next_any;
                 let mut best: Option<(u8, u32, usize, LinkId)> = None;
@@ -116,10 +117,13 @@ impl Kingpin {
                         continue;
                     }
                     // Ready workers first, then starting ones (the frame waits
-                    // for the handshake), then busy ones; within each, fewest
-                    // in flight; then rotation order. Draining workers get
-                    // nothing new.
-                    let rank = if l.takes_work() {
+                    // for the handshake), then busy ones, then those whose
+                    // queue is full (new work for them would be refused);
+                    // within each, fewest in flight; then rotation order.
+                    // Draining workers get nothing new.
+                    let rank = if l.out.len() >= max_bytes || l.out.fds() >= max_fds {
+                        3
+                    } else if l.takes_work() {
                         0
                     } else if l.phase != Phase::Up {
                         1
